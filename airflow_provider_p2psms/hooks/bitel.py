@@ -1,0 +1,186 @@
+"""Bitel SMS gateway (API v2): ``POST /api/v2/sms/batch/p2p`` to send, ``GET /api/v2/sms/status/{id}`` to track."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_p2psms.exceptions import P2PSmsError, SmsRequestRejected, SmsUncertainSendError
+from airflow_provider_p2psms.hooks.base import GatewayResponse, P2PSmsHook
+from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from airflow_provider_p2psms.models import OutgoingSms
+
+#: Bitel's delivery codes and names, from the SMS Status page.
+BITEL_STATUSES: dict[int, tuple[str, DeliveryStatus]] = {
+    0: ("WAITING", DeliveryStatus.PENDING),
+    1: ("DELIVERED", DeliveryStatus.DELIVERED),
+    2: ("CHECK_OK", DeliveryStatus.SENT),
+    4: ("DELIVERY_FAILED", DeliveryStatus.FAILED),
+    5: ("BLACKLIST", DeliveryStatus.BLACKLISTED),
+    9: ("ERROR", DeliveryStatus.REJECTED),
+    10: ("CHECK_ERROR", DeliveryStatus.REJECTED),
+}
+_BY_NAME: dict[str, int] = {name: code for code, (name, _) in BITEL_STATUSES.items()}
+
+#: What to tell the user for each Bitel error code.
+_HINTS: dict[str, str] = {
+    "InvalidGateway": "Check the 'sender' extra of connection '{conn}': it must be a gateway number of your "
+    "Bitel account, or be left empty to use the account's default gateway.",
+    "InvalidPhoneNumber": "A recipient is not a valid Iranian mobile number.",
+    "InvalidRequest": "The request did not match the Bitel API; this is a bug in the provider if it persists.",
+}
+
+#: A well-formed id no message has: a status look-up for it tells a good token (404) from a bad one (401).
+_PROBE_ID = "0" * 32
+
+
+class BitelHook(P2PSmsHook):
+    """
+    Send peer-to-peer SMS through Bitel's v2 API, and read delivery states.
+
+    Wire format of numbers: ``09121234567``. Authentication: ``Authorization: Bearer <token>``. The
+    ``sender`` extra is Bitel's ``gatewayNumber``; empty means the account's default gateway (which
+    does not deliver to blacklisted numbers). At most 100 messages per request. Delivery states are
+    read one message per request, concurrently over the pooled session.
+
+    :param sms_conn_id: the Airflow connection of type ``bitel``; default ``bitel_default``.
+    """
+
+    default_conn_name = "bitel_default"
+    conn_type = "bitel"
+    hook_name = "Bitel SMS"
+    provider_name = "Bitel"
+    default_base_url = "https://api.bitel.rest"
+    max_batch_size = 100
+    token_label = "API token"
+
+    def __init__(self, sms_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(sms_conn_id=sms_conn_id, **kwargs)
+
+    def format_national(self, national: str) -> str:
+        return f"0{national}"
+
+    def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
+        self.check_batch(messages, send_time)
+        body: dict[str, Any] = {
+            "messages": [m.text for m in messages],
+            "phoneNumbers": [m.recipient for m in messages],
+        }
+        if self.settings.sender:
+            body["gatewayNumber"] = self.settings.sender
+        answer = self.request("POST", "/api/v2/sms/batch/p2p", kind="send", json=body, batch=messages)
+        results = answer.payload.get("result") if isinstance(answer.payload, dict) else None
+        if not isinstance(results, list) or len(results) != len(messages):
+            raise SmsUncertainSendError(
+                self.provider_name,
+                messages,
+                f"the answer listed {len(results) if isinstance(results, list) else 'no'} results "
+                f"for {len(messages)} messages",
+            )
+        receipts = []
+        for message, result in zip(messages, results, strict=True):
+            message_id = result.get("id") if isinstance(result, dict) else None
+            if not message_id:
+                raise SmsUncertainSendError(self.provider_name, messages, "a result had no message id")
+            receipts.append(
+                SmsReceipt(
+                    message_id=str(message_id),
+                    recipient=message.recipient,
+                    parts=_int_or_none(result.get("partCount")),
+                    price=_float_or_none(result.get("price")),
+                )
+            )
+        return receipts
+
+    def get_statuses(self, receipts: Sequence[SmsReceipt]) -> list[DeliveryState]:
+        if not receipts:
+            return []
+        if len(receipts) == 1:
+            return [self._status_of(receipts[0])]
+        workers = min(self.settings.max_concurrency, len(receipts))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bitel-status") as pool:
+            return list(pool.map(self._status_of, receipts))
+
+    def _status_of(self, receipt: SmsReceipt) -> DeliveryState:
+        try:
+            answer = self.request("GET", f"/api/v2/sms/status/{receipt.message_id}", kind="read")
+        except SmsRequestRejected as error:
+            return DeliveryState(
+                receipt.message_id, receipt.recipient, DeliveryStatus.UNKNOWN, f"{error.provider_code or 'error'}"
+            )
+        result = answer.payload.get("result") if isinstance(answer.payload, dict) else None
+        if not isinstance(result, dict):
+            raise P2PSmsError(
+                f"Bitel answered a status request for message {receipt.message_id} without a result. "
+                f"Is {self.settings.base_url} (connection '{self.sms_conn_id}') the Bitel API?"
+            )
+        code, name = parse_bitel_status(result)
+        known = BITEL_STATUSES.get(code) if code is not None else None
+        status = known[1] if known else DeliveryStatus.UNKNOWN
+        label = known[0] if known else (name or "?")
+        return DeliveryState(receipt.message_id, receipt.recipient, status, f"{code} {label}")
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.request("GET", f"/api/v2/sms/status/{_PROBE_ID}", kind="read")
+        except SmsRequestRejected:
+            pass
+        except P2PSmsError as error:
+            return False, str(error)
+        return True, f"Bitel accepted the API token of connection '{self.sms_conn_id}' at {self.settings.base_url}."
+
+    def error_for(self, response: GatewayResponse) -> P2PSmsError:
+        if response.status_code == 401:
+            return self.authentication_error()
+        code = response.payload.get("error") if isinstance(response.payload, dict) else None
+        hint = _HINTS.get(str(code), "").format(conn=self.sms_conn_id)
+        if not code:
+            hint = f"The answer was not a Bitel error envelope: check the base URL of connection '{self.sms_conn_id}'."
+        return SmsRequestRejected(self.provider_name, response.status_code, str(code) if code else None, hint=hint)
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+def parse_bitel_status(result: dict[str, Any]) -> tuple[int | None, str | None]:
+    """
+    Read the delivery code and name from a Bitel status result.
+
+    Bitel's pages show two shapes: ``statusCode`` (int) with ``status`` (name), and ``status`` (int)
+    with ``statusText`` (name). Both are accepted; a name alone is mapped back to its code.
+    """
+    code: Any = _as_int(result.get("statusCode"))
+    name: Any = None
+    status = _as_int(result.get("status"))
+    if isinstance(code, int) and not isinstance(code, bool):
+        name = status if isinstance(status, str) else result.get("statusText")
+    elif isinstance(status, int):
+        code, name = status, result.get("statusText")
+    else:
+        name = status if isinstance(status, str) else result.get("statusText")
+        code = None
+    if code is None and isinstance(name, str):
+        code = _BY_NAME.get(name.strip().upper().replace(" ", "_"))
+    return code, name if isinstance(name, str) else None
+
+
+def _as_int(value: Any) -> Any:
+    """``"4"`` and ``4`` as ``4``; ``None`` for booleans; anything else unchanged."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

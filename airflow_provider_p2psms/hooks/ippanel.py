@@ -1,0 +1,261 @@
+"""IPPanel Edge SMS gateway: ``POST /api/send`` (``peer_to_peer``) to send, the report endpoints to track."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_p2psms.exceptions import (
+    InvalidPhoneNumber,
+    P2PSmsError,
+    SmsRequestRejected,
+    SmsUncertainSendError,
+)
+from airflow_provider_p2psms.hooks.base import GatewayResponse, P2PSmsHook
+from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
+from airflow_provider_p2psms.utils.phone import to_national_mobile
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from airflow_provider_p2psms.models import OutgoingSms
+
+#: ``state_id`` of an outbox entry (``/api/report/by_bulk``). Final failures mean nobody gets the text.
+IPPANEL_BULK_STATES: dict[int, tuple[str, DeliveryStatus]] = {
+    0: ("being created", DeliveryStatus.PENDING),
+    1: ("in the monitoring queue", DeliveryStatus.PENDING),
+    2: ("being sent", DeliveryStatus.PENDING),
+    3: ("rejected by monitoring", DeliveryStatus.REJECTED),
+    4: ("recipients invalid", DeliveryStatus.REJECTED),
+    5: ("in the send queue", DeliveryStatus.PENDING),
+    6: ("sent", DeliveryStatus.SENT),
+    7: ("cancelled", DeliveryStatus.REJECTED),
+    8: ("insufficient credit", DeliveryStatus.REJECTED),
+    9: ("system error", DeliveryStatus.REJECTED),
+}
+
+#: Per-recipient ``message_status`` (``/api/report/recipients``), present once the bulk is sent.
+IPPANEL_RECIPIENT_STATUSES: dict[str, tuple[str, DeliveryStatus]] = {
+    "0": ("sent to the operator", DeliveryStatus.SENT),
+    "1": ("operator received it", DeliveryStatus.SENT),
+    "2": ("delivered", DeliveryStatus.DELIVERED),
+    "3": ("not delivered", DeliveryStatus.FAILED),
+    "4": ("blacklisted", DeliveryStatus.BLACKLISTED),
+}
+
+#: Recipients asked for per report page; the hook follows ``meta.last_page`` whatever the server uses.
+REPORT_PAGE_SIZE = 100
+
+_SEND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class IPPanelHook(P2PSmsHook):
+    """
+    Send peer-to-peer SMS through the IPPanel Edge API, and read delivery states.
+
+    Wire format of numbers: ``+989121234567``. Authentication: ``Authorization: <api key>``, no
+    prefix. The ``sender`` extra is IPPanel's ``from_number`` and is required. Recipients of one
+    batch that share the exact same text travel in one ``params`` element, so the gateway stores
+    them as one outbox entry. Scheduling (``send_time``) is supported.
+
+    Batch size: IPPanel documents no limit. 100 recipients per request is the default and the
+    maximum here: it keeps a request with long Persian texts around 30 KB, it is what Bitel allows
+    (so both gateways behave alike), and it bounds what one request that times out leaves uncertain.
+    The ``batch_size`` extra can lower it.
+
+    :param sms_conn_id: the Airflow connection of type ``ippanel``; default ``ippanel_default``.
+    """
+
+    default_conn_name = "ippanel_default"
+    conn_type = "ippanel"
+    hook_name = "IPPanel SMS"
+    provider_name = "IPPanel"
+    default_base_url = "https://edge.ippanel.com/v1"
+    max_batch_size = 100
+    supports_send_time = True
+    sender_required = True
+    token_label = "API key"
+
+    def __init__(self, sms_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(sms_conn_id=sms_conn_id, **kwargs)
+
+    def format_national(self, national: str) -> str:
+        return f"+98{national}"
+
+    def normalize_sender(self, sender: str) -> str:
+        compact = "".join(ch for ch in sender if ch.isdigit() or ch == "+")
+        if compact.startswith("+"):
+            return compact
+        if compact.startswith("0098"):
+            return f"+{compact[2:]}"
+        if compact.startswith("98"):
+            return f"+{compact}"
+        return f"+98{compact.removeprefix('0')}"
+
+    def sender_example(self) -> str:
+        return "+983000505"
+
+    def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
+        self.check_batch(messages, send_time)
+        groups: dict[str, list[str]] = {}
+        for message in messages:
+            groups.setdefault(message.text, []).append(message.recipient)
+        body: dict[str, Any] = {
+            "sending_type": "peer_to_peer",
+            "from_number": self.settings.sender,
+            "params": [{"recipients": recipients, "message": text} for text, recipients in groups.items()],
+        }
+        if send_time is not None:
+            body["send_time"] = send_time.astimezone(timezone.utc).strftime(_SEND_TIME_FORMAT)
+        answer = self.request("POST", "/api/send", kind="send", json=body, batch=messages)
+        data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
+        ids = data.get("message_outbox_ids") if isinstance(data, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(groups) or not all(ids):
+            raise SmsUncertainSendError(
+                self.provider_name,
+                messages,
+                f"the answer did not carry one outbox id per message text ({len(groups)} expected)",
+            )
+        outbox_of = {text: str(outbox_id) for text, outbox_id in zip(groups, ids, strict=True)}
+        return [SmsReceipt(message_id=outbox_of[m.text], recipient=m.recipient) for m in messages]
+
+    def get_statuses(self, receipts: Sequence[SmsReceipt]) -> list[DeliveryState]:
+        if not receipts:
+            return []
+        bulks: dict[str, list[SmsReceipt]] = {}
+        for receipt in receipts:
+            bulks.setdefault(receipt.message_id, []).append(receipt)
+        workers = min(self.settings.max_concurrency, len(bulks))
+        if workers == 1:
+            found = [self._bulk_states(bulk_id, members) for bulk_id, members in bulks.items()]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ippanel-report") as pool:
+                found = list(pool.map(lambda item: self._bulk_states(*item), bulks.items()))
+        by_key = {(state.message_id, state.recipient): state for states in found for state in states}
+        return [by_key[(r.message_id, r.recipient)] for r in receipts]
+
+    def _bulk_states(self, bulk_id: str, receipts: list[SmsReceipt]) -> list[DeliveryState]:
+        """States of the receipts of one outbox entry: the recipients report, and the bulk's state if needed."""
+        reported = self._recipient_report(bulk_id)
+        states: dict[str, DeliveryState] = {}
+        for receipt in receipts:
+            code = reported.get(_match_key(receipt.recipient))
+            if code is not None:
+                label, status = IPPANEL_RECIPIENT_STATUSES.get(code, (f"unknown status {code}", DeliveryStatus.UNKNOWN))
+                states[receipt.recipient] = DeliveryState(bulk_id, receipt.recipient, status, f"{code} {label}")
+        if len(states) < len(receipts):
+            state_id = self._bulk_state_id(bulk_id)
+            label, status = IPPANEL_BULK_STATES.get(
+                state_id if state_id is not None else -1, (f"unknown state {state_id}", DeliveryStatus.UNKNOWN)
+            )
+            for receipt in receipts:
+                known = states.get(receipt.recipient)
+                if known is None or (status is DeliveryStatus.REJECTED and not known.is_final):
+                    states[receipt.recipient] = DeliveryState(
+                        bulk_id, receipt.recipient, status, f"bulk state {state_id} {label}"
+                    )
+        return [states[r.recipient] for r in receipts]
+
+    def _recipient_report(self, bulk_id: str) -> dict[str, str]:
+        """Recipient (national digits) to ``message_status``, over every page; rows with no status are left out."""
+        statuses: dict[str, str] = {}
+        page = 1
+        while True:
+            answer = self.request(
+                "GET",
+                "/api/report/recipients",
+                kind="read",
+                params={"bulk_id": bulk_id, "page": page, "per_page": REPORT_PAGE_SIZE},
+            )
+            payload = answer.payload if isinstance(answer.payload, dict) else {}
+            rows = payload.get("data")
+            if not isinstance(rows, list):
+                raise self._unexpected("a recipients report", bulk_id)
+            for row in rows:
+                if isinstance(row, dict) and row.get("message_status") not in (None, ""):
+                    statuses[_match_key(str(row.get("recipient", "")))] = str(row["message_status"])
+            meta = payload.get("meta")
+            last_page = meta.get("last_page") if isinstance(meta, dict) else None
+            if not isinstance(last_page, int) or page >= last_page or not rows:
+                return statuses
+            page += 1
+
+    def _bulk_state_id(self, bulk_id: str) -> int | None:
+        answer = self.request("GET", "/api/report/by_bulk", kind="read", params={"messages_outbox_id": bulk_id})
+        data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
+        if not isinstance(data, dict):
+            raise self._unexpected("a bulk report", bulk_id)
+        state_id = data.get("state_id")
+        if isinstance(state_id, str) and state_id.isdigit():
+            return int(state_id)
+        return state_id if isinstance(state_id, int) else None
+
+    def _unexpected(self, what: str, bulk_id: str) -> P2PSmsError:
+        return P2PSmsError(
+            f"IPPanel answered {what} request for outbox {bulk_id} without the expected data. "
+            f"Is {self.settings.base_url} (connection '{self.sms_conn_id}') the IPPanel Edge API?"
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            answer = self.request("GET", "/api/payment/credit/mine", kind="read")
+        except P2PSmsError as error:
+            return False, str(error)
+        data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
+        credit = data.get("credit") if isinstance(data, dict) else None
+        balance = f" Credit: {credit}." if credit is not None else ""
+        return (
+            True,
+            f"IPPanel accepted the API key of connection '{self.sms_conn_id}' at {self.settings.base_url}.{balance}",
+        )
+
+    def error_for(self, response: GatewayResponse) -> P2PSmsError:
+        if response.status_code == 401:
+            return self.authentication_error()
+        meta = response.payload.get("meta") if isinstance(response.payload, dict) else None
+        if not isinstance(meta, dict):
+            return SmsRequestRejected(
+                self.provider_name,
+                response.status_code,
+                None,
+                hint=f"The answer was not an IPPanel envelope: check the base URL of connection '{self.sms_conn_id}'.",
+            )
+        errors = meta.get("errors")
+        field_errors = {
+            str(k): [str(m) for m in (v if isinstance(v, list) else [v])]
+            for k, v in (errors.items() if isinstance(errors, dict) else ())
+        }
+        return SmsRequestRejected(
+            self.provider_name,
+            response.status_code,
+            str(meta.get("message_code") or "") or None,
+            field_errors=field_errors,
+            hint=self._hint(field_errors),
+            detail=str(meta.get("message") or ""),
+        )
+
+    def _hint(self, field_errors: dict[str, list[str]]) -> str:
+        fields = " ".join(field_errors)
+        if "from_number" in fields:
+            return (
+                f"Check the 'sender' extra of connection '{self.sms_conn_id}': it must be a sender line of "
+                "your IPPanel account, in E.164 form like +983000505."
+            )
+        if "send_time" in fields:
+            return "send_time must be a future UTC time."
+        if "recipients" in fields:
+            return "A recipient was refused; recipients must be Iranian mobile numbers like +989121234567."
+        return f"Check the request against the IPPanel account of connection '{self.sms_conn_id}'."
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": token}
+
+
+def _match_key(number: str) -> str:
+    """Compare report rows and receipts by national digits, whatever spelling the report uses."""
+    try:
+        return to_national_mobile(number)
+    except InvalidPhoneNumber:
+        return number

@@ -1,0 +1,144 @@
+"""Plain data passed between the hooks, the operator, the sensor and the trigger.
+
+Nothing here knows about a particular gateway: hooks translate their provider's JSON into these
+types, and everything downstream of a hook works only with them. The XCom formats (the send
+receipt and the delivery report) are JSON-ready ``TypedDict``\\s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypedDict
+
+
+class DeliveryStatus(str, Enum):
+    """One vocabulary for delivery states, whatever the gateway."""
+
+    PENDING = "pending"
+    """Accepted by the gateway, not yet handed to the mobile operator."""
+    SENT = "sent"
+    """Handed to the mobile operator; no delivery report yet."""
+    DELIVERED = "delivered"
+    """Delivered to the handset. Final."""
+    FAILED = "failed"
+    """The operator could not deliver it. Final."""
+    BLACKLISTED = "blacklisted"
+    """Not delivered: the recipient blocks this sender or advertising. Final."""
+    REJECTED = "rejected"
+    """Never sent (refused by the gateway, the operator or its monitoring). Final."""
+    UNKNOWN = "unknown"
+    """The gateway answered with a state this provider does not know. Not final."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+    @property
+    def is_failure(self) -> bool:
+        return self in _FINAL and self is not DeliveryStatus.DELIVERED
+
+
+_FINAL = frozenset(
+    {DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.BLACKLISTED, DeliveryStatus.REJECTED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingSms:
+    """One text for one recipient, ready for the wire.
+
+    :param recipient: the number in the gateway's wire format (see ``P2PSmsHook.normalize_number``).
+    :param text: the rendered message.
+    """
+
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmsReceipt:
+    """The gateway's acknowledgement of one accepted message.
+
+    :param message_id: the gateway's handle for status look-ups (Bitel message id, IPPanel outbox id).
+    :param recipient: the number the message went to, in wire format.
+    :param parts: SMS parts billed, when the gateway says.
+    :param price: the price, when the gateway says.
+    """
+
+    message_id: str
+    recipient: str
+    parts: int | None = None
+    price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """The delivery state of one message at the time it was read.
+
+    :param message_id: the gateway's handle, as in the receipt.
+    :param recipient: the number, in wire format.
+    :param status: the normalized status.
+    :param provider_status: the gateway's own words for it (code and name), for reports.
+    """
+
+    message_id: str
+    recipient: str
+    status: DeliveryStatus
+    provider_status: str
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+
+class ReceiptCounts(TypedDict):
+    """Counts in a send receipt.
+
+    ``requested`` rows were read; ``sent`` messages were accepted by the gateway (in this try or an
+    earlier one); ``resumed`` of those were accepted by an earlier try and not sent again;
+    ``invalid`` rows were left out; ``duplicate`` rows repeated an earlier (number, text) pair;
+    ``uncertain`` messages may or may not have been accepted; ``dry_run`` messages were only
+    rendered and validated.
+    """
+
+    requested: int
+    sent: int
+    resumed: int
+    invalid: int
+    duplicate: int
+    uncertain: int
+    dry_run: int
+
+
+class SendReceipt(TypedDict):
+    """What ``P2PSmsOperator`` returns through XCom, and what ``P2PSmsDeliverySensor`` reads.
+
+    ``messages`` holds one ``[message_id, recipient]`` pair per accepted message, in wire format.
+    ``problems`` holds at most a few hundred masked examples of invalid rows and uncertain
+    messages, for the log and the UI; the counts are exact.
+    """
+
+    version: int
+    provider: str
+    sms_conn_id: str
+    counts: ReceiptCounts
+    messages: list[list[str]]
+    problems: list[str]
+
+
+class DeliveryReport(TypedDict):
+    """What ``P2PSmsDeliverySensor`` returns through XCom.
+
+    ``counts`` maps every normalized status to its number of messages; ``messages`` holds one
+    ``[message_id, masked recipient, status]`` triple per message; ``delivered_ratio`` is
+    delivered / total (1.0 when nothing was sent).
+    """
+
+    provider: str
+    sms_conn_id: str
+    total: int
+    final: int
+    delivered_ratio: float
+    counts: dict[str, int]
+    messages: list[list[str]]
