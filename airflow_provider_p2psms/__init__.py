@@ -19,6 +19,7 @@ _EXCEPTIONS = frozenset(
         "SmsRequestRejected",
         "SmsGatewayUnavailable",
         "SmsUncertainSendError",
+        "SmsDeliveryFailed",
         "InvalidPhoneNumber",
         "SmsInputError",
     }

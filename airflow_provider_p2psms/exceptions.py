@@ -82,6 +82,10 @@ class SmsRequestRejected(P2PSmsError, AirflowFailException):
         super().__init__(text)
 
 
+class SmsDeliveryFailed(P2PSmsError, AirflowFailException):
+    """Every message is final, but fewer were delivered than ``min_delivered_ratio`` asks for."""
+
+
 class SmsGatewayUnavailable(P2PSmsError):
     """The gateway kept answering 429/5xx or could not be reached, after every retry."""
 

@@ -22,12 +22,14 @@ AIRFLOW_V_3_3_PLUS: bool = AIRFLOW_VERSION >= (3, 3, 0)
 __all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_2_PLUS", "AIRFLOW_V_3_3_PLUS"]
 
 if AIRFLOW_V_3_2_PLUS:
+    from airflow.sdk import conf
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 else:
+    from airflow.configuration import conf  # type: ignore[assignment]
     from airflow.exceptions import (  # type: ignore[no-redef]
         AirflowException,
         AirflowFailException,
         AirflowSkipException,
     )
 
-__all__ += ["AirflowException", "AirflowFailException", "AirflowSkipException"]
+__all__ += ["AirflowException", "AirflowFailException", "AirflowSkipException", "conf"]

@@ -1,0 +1,34 @@
+"""Pick the gateway hook from a connection's type, so DAGs switch gateways by switching connections."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from airflow_provider_p2psms.exceptions import SmsConfigurationError
+from airflow_provider_p2psms.get_provider_info import hook_class_names
+
+if TYPE_CHECKING:
+    from airflow_provider_p2psms.hooks.base import P2PSmsHook
+
+
+def get_sms_hook(sms_conn_id: str) -> P2PSmsHook:
+    """
+    Return the hook for ``sms_conn_id``, its connection read and checked.
+
+    :raises SmsConfigurationError: if the connection is not of an SMS gateway type, or is incomplete.
+    """
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(sms_conn_id)
+    classes = hook_class_names()
+    path = classes.get(connection.conn_type or "")
+    if path is None:
+        raise SmsConfigurationError(
+            f"Connection '{sms_conn_id}' has type '{connection.conn_type}', which is not an SMS gateway. "
+            f"Use a connection of type {' or '.join(repr(t) for t in classes)}."
+        )
+    module_name, _, class_name = path.rpartition(".")
+    hook: P2PSmsHook = getattr(importlib.import_module(module_name), class_name)(sms_conn_id=sms_conn_id)
+    hook.settings  # noqa: B018 - read and validate the connection now, before any work starts
+    return hook

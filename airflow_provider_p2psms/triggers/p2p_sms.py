@@ -1,0 +1,78 @@
+"""Poll delivery states in the triggerer, for the deferrable ``P2PSmsDeliverySensor``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class P2PSmsDeliveryTrigger(BaseTrigger):
+    """
+    Poll until every message is final, then yield one event with the delivery state.
+
+    The event is ``{"status": "done", "state": <one letter per message>, "polls": n}``, or
+    ``{"status": "error", "message": ..., "state": ...}`` if the gateway could not be read.
+
+    :param sms_conn_id: the SMS connection.
+    :param messages: ``[message_id, recipient]`` pairs from the send receipt.
+    :param poke_interval: seconds between polls.
+    :param state: the tracker state to start from (see ``DeliveryTracker``).
+    :param polls: polls already made.
+    """
+
+    def __init__(
+        self,
+        *,
+        sms_conn_id: str,
+        messages: Sequence[Sequence[str]],
+        poke_interval: float = 60.0,
+        state: str | None = None,
+        polls: int = 0,
+    ) -> None:
+        super().__init__()
+        self.sms_conn_id = sms_conn_id
+        self.messages = [list(message) for message in messages]
+        self.poke_interval = float(poke_interval)
+        self.state = state
+        self.polls = polls
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "sms_conn_id": self.sms_conn_id,
+                "messages": self.messages,
+                "poke_interval": self.poke_interval,
+                "state": self.state,
+                "polls": self.polls,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from asgiref.sync import sync_to_async
+
+        from airflow_provider_p2psms.exceptions import P2PSmsError
+        from airflow_provider_p2psms.hooks.factory import get_sms_hook
+        from airflow_provider_p2psms.utils.delivery import DeliveryTracker
+
+        tracker = DeliveryTracker(self.messages, state=self.state, polls=self.polls)
+        try:
+            # Reading the connection talks to the triggerer's supervisor: it must go through
+            # sync_to_async, which knows the event loop. Polling does plain HTTP in its own thread.
+            hook = await sync_to_async(get_sms_hook)(self.sms_conn_id)
+            try:
+                while True:
+                    await sync_to_async(tracker.poll, thread_sensitive=False)(hook)
+                    self.log.info("Delivery so far: %s.", tracker.summary())
+                    if tracker.all_final:
+                        break
+                    await asyncio.sleep(self.poke_interval)
+            finally:
+                hook.close()
+        except P2PSmsError as error:
+            yield TriggerEvent({"status": "error", "message": str(error), "state": tracker.state()})
+            return
+        yield TriggerEvent({"status": "done", "state": tracker.state(), "polls": tracker.polls})

@@ -1,0 +1,211 @@
+"""From a recipient source to ready-to-send messages: read rows, render the text, check, normalize, dedupe.
+
+Everything is a generator, so rows stream from the source to the wire without being held in memory.
+Rows are numbered from 1 in the order the source returns them; error messages use those numbers and
+never show a row's values, only its field names and masked phone numbers.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
+from typing import Any
+
+from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, SmsConfigurationError, SmsInputError
+from airflow_provider_p2psms.models import OutgoingSms
+from airflow_provider_p2psms.utils.checkpoint import message_key
+from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
+
+#: Masked examples of invalid rows kept for the log and the receipt; the counts are exact.
+MAX_PROBLEMS = 200
+
+#: Context entries a message template may not use: a text must never carry a credential.
+_HIDDEN_CONTEXT = frozenset({"conn"})
+
+
+def iter_rows(
+    *,
+    recipients: Any,
+    sql: str | None,
+    sql_conn_id: str | None,
+    parameters: Any,
+    fetch_size: int,
+) -> Iterator[Any]:
+    """Yield the raw rows of whichever source is set."""
+    if sql is not None:
+        return _sql_rows(sql, sql_conn_id or "", parameters, fetch_size)
+    return iter(_listed_rows(recipients))
+
+
+def _listed_rows(recipients: Any) -> Iterable[Any]:
+    value = recipients
+    if isinstance(value, str):
+        value = parse_rendered(value, "recipients")
+    if isinstance(value, Mapping):
+        raise SmsInputError(
+            "recipients is a mapping, not a list of rows. If the upstream task returns {'rows': [...]}, "
+            "pass recipients=upstream.output['rows']."
+        )
+    if isinstance(value, Sequence | Iterator) and not isinstance(value, bytes | str):
+        return value
+    raise SmsInputError(
+        f"recipients must be a list of rows (dicts) or phone numbers, got {type(value).__name__}. "
+        "Pass an upstream task's output, e.g. recipients=extract.output."
+    )
+
+
+def parse_rendered(text: str, name: str) -> Any:
+    """Read back a value that Jinja rendered to a string (JSON, or a Python literal) for argument ``name``."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    raise SmsInputError(
+        f"{name} is a string that is neither JSON nor a Python literal. Pass the upstream task's output "
+        f"itself ({name}=upstream.output) rather than a rendered template, or render it as JSON "
+        "({{ ti.xcom_pull('upstream') | tojson }})."
+    )
+
+
+def _sql_rows(sql: str, sql_conn_id: str, parameters: Any, fetch_size: int) -> Iterator[dict[str, Any]]:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import BaseHook
+
+    hook = BaseHook.get_connection(sql_conn_id).get_hook()
+    if not isinstance(hook, DbApiHook):
+        raise SmsConfigurationError(
+            f"Connection '{sql_conn_id}' (sql_conn_id) is not a SQL database connection: its hook is "
+            f"{type(hook).__name__}. Use a connection whose provider has a common-sql hook (sqlite, postgres, ...)."
+        )
+
+    def failed(error: Exception) -> SmsInputError:
+        return SmsInputError(
+            f"The recipients query on connection '{sql_conn_id}' failed: {type(error).__name__}: {error}. "
+            "Nothing was sent."
+        )
+
+    with closing(hook.get_conn()) as connection, closing(connection.cursor()) as cursor:
+        try:
+            if parameters is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, parameters)
+        except Exception as error:
+            raise failed(error) from None
+        if cursor.description is None:
+            raise SmsInputError(
+                f"The recipients query on connection '{sql_conn_id}' returned no result set; it must be a SELECT."
+            )
+        columns = [column[0] for column in cursor.description]
+        while True:
+            try:
+                chunk = cursor.fetchmany(fetch_size)
+            except Exception as error:
+                raise failed(error) from None
+            if not chunk:
+                return
+            for values in chunk:
+                yield dict(zip(columns, values, strict=False))
+
+
+class MessageBuilder:
+    """
+    Turn rows into (message key, message) pairs, counting and reporting what it leaves out.
+
+    :param template: the compiled Jinja template of the text (``StrictUndefined``).
+    :param context: the task context, available to the template beside ``row``.
+    :param normalize: the gateway's number normalizer.
+    :param phone_field: the row field holding the number.
+    :param max_parts: the most SMS parts a text may take.
+    :param fail_on_invalid: raise on the first invalid row instead of skipping it.
+    """
+
+    def __init__(
+        self,
+        *,
+        template: Any,
+        context: Mapping[str, Any],
+        normalize: Callable[[Any], str],
+        phone_field: str,
+        max_parts: int,
+        fail_on_invalid: bool,
+    ) -> None:
+        self._template = template
+        self._context = {key: value for key, value in context.items() if key not in _HIDDEN_CONTEXT}
+        self._normalize = normalize
+        self._phone_field = phone_field
+        self._max_parts = max_parts
+        self._fail_on_invalid = fail_on_invalid
+        self._seen: set[int] = set()
+        self.requested = 0
+        self.invalid = 0
+        self.duplicate = 0
+        self.problems: list[str] = []
+
+    def build(self, rows: Iterable[Any]) -> Iterator[tuple[int, OutgoingSms]]:
+        """Yield one (key, message) per valid, new (number, text) pair, in row order."""
+        for number, row in enumerate(rows, start=1):
+            self.requested = number
+            problem, message = self._message(number, row)
+            if message is None:
+                self._invalid(number, problem)
+                continue
+            key = message_key(message.recipient, message.text)
+            if key in self._seen:
+                self.duplicate += 1
+                continue
+            self._seen.add(key)
+            yield key, message
+
+    def _message(self, number: int, row: Any) -> tuple[str, OutgoingSms | None]:
+        field = self._phone_field
+        if isinstance(row, Mapping):
+            if field not in row:
+                names = ", ".join(map(str, row)) or "none"
+                return f"has no field '{field}' (its fields: {names}); set phone_field to the right one", None
+            fields: Mapping[str, Any] = row
+        elif isinstance(row, str | int | float) and not isinstance(row, bool):
+            fields = {field: row}
+        else:
+            return f"is a {type(row).__name__}, not a row (mapping) or a phone number", None
+        try:
+            recipient = self._normalize(fields[field])
+        except InvalidPhoneNumber as error:
+            return f"field '{field}' {error.masked} {error.reason}", None
+        text = self._render(number, fields).strip()
+        if not text:
+            return "the message rendered empty", None
+        parts = count_sms_parts(text)
+        if parts > self._max_parts:
+            return (
+                f"the message needs {parts} SMS parts ({len(text)} characters, {sms_encoding(text)}); "
+                f"max_parts is {self._max_parts}"
+            ), None
+        return "", OutgoingSms(recipient, text)
+
+    def _render(self, number: int, fields: Mapping[str, Any]) -> str:
+        from jinja2 import TemplateError, UndefinedError
+
+        try:
+            return str(self._template.render({**self._context, "row": fields}))
+        except UndefinedError as error:
+            names = ", ".join(map(str, fields))
+            raise SmsInputError(
+                f"Row {number}: the message template uses an undefined value ({error.message}). The row's fields "
+                f"are: {names}. Fix the template, or give a fallback like {{{{ row.name | default('') }}}}."
+            ) from None
+        except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as error:
+            raise SmsInputError(
+                f"Row {number}: rendering the message failed: {type(error).__name__}: {error}."
+            ) from None
+
+    def _invalid(self, number: int, problem: str) -> None:
+        self.invalid += 1
+        text = f"Row {number}: {problem}."
+        if self._fail_on_invalid:
+            raise SmsInputError(f"{text} on_invalid='fail', so nothing was sent.")
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)

@@ -1,0 +1,210 @@
+"""Send prepared messages in concurrent batches, checkpointing as it goes.
+
+The order of events for every batch is what makes retries safe:
+
+1. its message keys are written to the ledger as *in flight* (a window of batches per write);
+2. the batch is sent;
+3. accepted receipts are written to the ledger (flushed about once a second), and the in-flight
+   marks of refused batches are dropped, so a retry sends those again.
+
+A batch whose answer never came stays in flight: a retry treats it as uncertain. If the worker
+itself dies, batches accepted since the last flush are uncertain too, never resent by default.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_p2psms.exceptions import (
+    SmsAuthenticationError,
+    SmsConfigurationError,
+    SmsGatewayUnavailable,
+    SmsRequestRejected,
+    SmsUncertainSendError,
+)
+from airflow_provider_p2psms.utils.checkpoint import CHUNK_SIZE
+from airflow_provider_p2psms.utils.phone import mask_phone
+from airflow_provider_p2psms.utils.recipients import MAX_PROBLEMS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from datetime import datetime
+
+    from airflow_provider_p2psms.hooks.base import P2PSmsHook
+    from airflow_provider_p2psms.models import OutgoingSms, SendReceipt, SmsReceipt
+    from airflow_provider_p2psms.utils.checkpoint import SendLedger
+    from airflow_provider_p2psms.utils.recipients import MessageBuilder
+
+Batch = list[tuple[int, "OutgoingSms"]]
+
+#: Errors that prove the gateway did not take the batch: a retry may send it again.
+_REFUSED = (SmsAuthenticationError, SmsConfigurationError, SmsGatewayUnavailable, SmsRequestRejected)
+
+FLUSH_SECONDS = 1.0
+PROGRESS_SECONDS = 5.0
+
+
+class BatchSender:
+    """
+    Send (key, message) pairs in batches of the hook's batch size, ``max_concurrency`` at a time.
+
+    :param hook: the gateway hook (shared by the sending threads).
+    :param ledger: the checkpoint of this task instance, already loaded.
+    :param max_concurrency: send requests in flight at once.
+    :param resend_uncertain: send again what an earlier try left uncertain.
+    :param send_time: schedule, where the gateway supports it.
+    :param log: the task's logger.
+    """
+
+    def __init__(
+        self,
+        *,
+        hook: P2PSmsHook,
+        ledger: SendLedger,
+        max_concurrency: int,
+        resend_uncertain: bool,
+        send_time: datetime | None,
+        log: Any,
+    ) -> None:
+        self.hook = hook
+        self.ledger = ledger
+        self.max_concurrency = max_concurrency
+        self.resend_uncertain = resend_uncertain
+        self.send_time = send_time
+        self.log = log
+        self.accepted: list[list[str]] = []
+        self.resumed = 0
+        self.uncertain_keys: set[int] = set()
+        self.problems: list[str] = []
+        self._to_record: dict[int, list[str]] = {}
+        self._to_release: list[int] = []
+        self._fatal: BaseException | None = None
+        self._last_flush = self._last_progress = self._started = time.monotonic()
+
+    def send_all(self, messages: Iterator[tuple[int, OutgoingSms]]) -> None:
+        """Send every message not already accepted; raise the first fatal error after draining."""
+        window = max(2 * self.max_concurrency, 4)
+        in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="p2psms-send")
+        try:
+            batches = _batched(self._fresh(messages), self.hook.batch_size)
+            while self._fatal is None and (group := list(islice(batches, window))):
+                self.ledger.mark_in_flight(key for batch in group for key, _ in batch)
+                for position, batch in enumerate(group):
+                    while len(in_flight) >= self.max_concurrency:
+                        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                        self._collect(done, in_flight)
+                    if self._fatal is not None:
+                        self._to_release.extend(key for unsent in group[position:] for key, _ in unsent)
+                        break
+                    future = pool.submit(self.hook.send_batch, [m for _, m in batch], send_time=self.send_time)
+                    in_flight[future] = batch
+                    self._tick()
+        finally:
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                self._collect(done, in_flight)
+            pool.shutdown(wait=True)
+            self._flush()
+        if self._fatal is not None:
+            sent = len(self.accepted)
+            self.log.error(
+                "Stopped after %d messages were accepted; nothing after the failure was sent. "
+                "A retry of this task resumes where this try stopped.",
+                sent,
+            )
+            raise self._fatal
+
+    def _fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
+        """Leave out what an earlier try had accepted (or left uncertain, unless resending)."""
+        earlier, uncertain = self.ledger.sent, self.ledger.uncertain
+        for key, message in messages:
+            receipt = earlier.get(key)
+            if receipt is not None:
+                self.resumed += 1
+                self.accepted.append(receipt)
+            elif key in uncertain and not self.resend_uncertain:
+                self.uncertain_keys.add(key)
+                self._problem(f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}.")
+            else:
+                yield key, message
+
+    def _collect(self, done: Iterable[Future[list[SmsReceipt]]], in_flight: dict[Any, Batch]) -> None:
+        for future in done:
+            batch = in_flight.pop(future)
+            keys = [key for key, _ in batch]
+            try:
+                receipts = future.result()
+            except SmsUncertainSendError as error:
+                self.uncertain_keys.update(keys)
+                sample = ", ".join(mask_phone(m.recipient) for _, m in batch[:3])
+                self.log.warning("%s Recipients include %s.", error, sample)
+                self._problem(f"Uncertain: {len(batch)} messages ({sample}...): {error.reason}.")
+            except _REFUSED as error:
+                self._to_release.extend(keys)
+                self._fatal = self._fatal or error
+            except Exception as error:
+                # An unexpected failure may have happened after the request left: treat it as uncertain.
+                self.uncertain_keys.update(keys)
+                self._fatal = self._fatal or error
+            else:
+                for (key, _), receipt in zip(batch, receipts, strict=True):
+                    pair = [receipt.message_id, receipt.recipient]
+                    self._to_record[key] = pair
+                    self.accepted.append(pair)
+        self._tick()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if len(self._to_record) >= CHUNK_SIZE or now - self._last_flush >= FLUSH_SECONDS:
+            self._flush()
+        if now - self._last_progress >= PROGRESS_SECONDS:
+            self._last_progress = now
+            rate = (len(self.accepted) - self.resumed) / max(now - self._started, 1e-9)
+            self.log.info(
+                "Progress: %d messages accepted, %d uncertain (%.0f messages/s).",
+                len(self.accepted),
+                len(self.uncertain_keys),
+                rate,
+            )
+
+    def _flush(self) -> None:
+        if self._to_record or self._to_release:
+            self.ledger.record(self._to_record, self._to_release)
+            self._to_record = {}
+            self._to_release = []
+        self._last_flush = time.monotonic()
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+
+    def receipt(self, sms_conn_id: str, builder: MessageBuilder) -> SendReceipt:
+        """The XCom receipt of everything this task instance had accepted, in this try and earlier ones."""
+        from airflow_provider_p2psms.models import ReceiptCounts
+
+        counts = ReceiptCounts(
+            requested=builder.requested,
+            sent=len(self.accepted),
+            resumed=self.resumed,
+            invalid=builder.invalid,
+            duplicate=builder.duplicate,
+            uncertain=len(self.uncertain_keys),
+            dry_run=0,
+        )
+        return {
+            "version": 1,
+            "provider": self.hook.conn_type,
+            "sms_conn_id": sms_conn_id,
+            "counts": counts,
+            "messages": self.accepted,
+            "problems": (builder.problems + self.problems)[:MAX_PROBLEMS],
+        }
+
+
+def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
