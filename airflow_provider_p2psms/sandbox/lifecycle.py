@@ -1,0 +1,133 @@
+"""How a sandbox message moves from accepted to final, for both gateways.
+
+The lifecycle is computed from the clock whenever a status is read, so the sandbox
+needs no background thread. With ``d = delivery_seconds`` and ``e = now - t0``, where
+``t0`` is the acceptance time (or, for a scheduled IPPanel send, its ``send_time``):
+
+=================  ==========================  =============================================
+elapsed ``e``      Bitel status                IPPanel bulk ``state_id`` / ``message_status``
+=================  ==========================  =============================================
+``e < 0``          ``WAITING`` (0)             5 (in send queue) / absent
+``0 <= e < d/2``   ``WAITING`` (0)             2 (being sent) / absent
+``d/2 <= e < d``   ``CHECK_OK`` (2)            6 (sent) / ``"1"`` (operator received)
+``e >= d``         final, by the number rule   6 (sent) / final, by the number rule
+=================  ==========================  =============================================
+
+The final status depends on the last four digits of the recipient's number (the same
+rule for ``09121230001`` and ``+989121230001``):
+
+=========================  ===============  ==================  ============================
+last four digits           meaning          Bitel               IPPanel ``message_status``
+=========================  ===============  ==================  ============================
+``0001``                   delivery fails   DELIVERY_FAILED 4   ``"3"``
+``0002``                   blacklisted      BLACKLIST 5         ``"4"``
+``0003``                   error, not sent  ERROR 9             ``"3"``
+``0004``                   operator denied  CHECK_ERROR 10      ``"3"``
+``0009``                   never final      stays CHECK_OK 2    stays ``"1"``
+anything else              delivered        DELIVERED 1         ``"2"``
+=========================  ===============  ==================  ============================
+
+An IPPanel message text containing ``[sandbox:reject]`` ends its bulk in state 3
+(rejected by monitoring), one containing ``[sandbox:nocredit]`` in state 8 (insufficient
+credit); both happen at ``d/2``, where a normal bulk reaches state 6, and such bulks
+never get per-recipient statuses.
+
+A message costs :data:`PRICE_PER_PART` per SMS segment once it is final and the
+operator took it (delivered or delivery failed); until then its price is 0.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+SUFFIX_DELIVERY_FAILED: Final = "0001"
+SUFFIX_BLACKLISTED: Final = "0002"
+SUFFIX_ERROR: Final = "0003"
+SUFFIX_OPERATOR_DENIED: Final = "0004"
+SUFFIX_NEVER_FINAL: Final = "0009"
+
+MARKER_REJECT: Final = "[sandbox:reject]"
+MARKER_NO_CREDIT: Final = "[sandbox:nocredit]"
+
+PRICE_PER_PART: Final = 150.0
+
+
+class Phase(enum.Enum):
+    """Where a message is in its lifecycle at a given moment."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    AT_OPERATOR = "at_operator"
+    FINAL = "final"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a message ends, as each gateway reports it.
+
+    :param bitel_code: Bitel status code once final.
+    :param ippanel_status: IPPanel ``message_status`` once final.
+    :param charged: whether the operator took the message, so it has a price.
+    """
+
+    bitel_code: int
+    ippanel_status: str
+    charged: bool
+
+
+DELIVERED: Final = Outcome(bitel_code=1, ippanel_status="2", charged=True)
+
+_SPECIAL_OUTCOMES: Final = {
+    SUFFIX_DELIVERY_FAILED: Outcome(bitel_code=4, ippanel_status="3", charged=True),
+    SUFFIX_BLACKLISTED: Outcome(bitel_code=5, ippanel_status="4", charged=False),
+    SUFFIX_ERROR: Outcome(bitel_code=9, ippanel_status="3", charged=False),
+    SUFFIX_OPERATOR_DENIED: Outcome(bitel_code=10, ippanel_status="3", charged=False),
+    SUFFIX_NEVER_FINAL: Outcome(bitel_code=2, ippanel_status="1", charged=False),
+}
+
+
+def phase_at(started_at: float, now: float, delivery_seconds: float) -> Phase:
+    """Return the lifecycle phase of a message.
+
+    :param started_at: epoch seconds when the message was accepted or is scheduled.
+    :param now: the current epoch seconds.
+    :param delivery_seconds: seconds from start to the final status.
+    """
+    elapsed = now - started_at
+    if elapsed < 0:
+        return Phase.SCHEDULED
+    if elapsed >= delivery_seconds:
+        return Phase.FINAL
+    if elapsed < delivery_seconds / 2:
+        return Phase.SENDING
+    return Phase.AT_OPERATOR
+
+
+def final_outcome(phone_number: str) -> Outcome:
+    """Return how a message to ``phone_number`` ends, by its last four digits."""
+    return _SPECIAL_OUTCOMES.get(phone_number[-4:], DELIVERED)
+
+
+_GSM7_BASIC: Final = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+# Characters of the GSM 03.38 extension table take two septets (escape + code).
+_GSM7_EXTENDED: Final = frozenset("^{}\\[~]|€\f")
+
+
+def sms_parts(text: str) -> int:
+    """Count the SMS segments of ``text``.
+
+    GSM-7 text fits 160 septets in one SMS and 153 per part when concatenated;
+    anything else is UCS-2 with 70 and 67 UTF-16 units.
+    """
+    if all(char in _GSM7_BASIC or char in _GSM7_EXTENDED for char in text):
+        units = sum(2 if char in _GSM7_EXTENDED else 1 for char in text)
+        single, part = 160, 153
+    else:
+        units = len(text.encode("utf-16-le")) // 2
+        single, part = 70, 67
+    return 1 if units <= single else -(-units // part)
