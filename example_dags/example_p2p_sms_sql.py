@@ -5,7 +5,8 @@ Connections (the demo sets them by environment variable):
 
 * ``p2psms_demo_db``: any common-sql database; the demo uses SQLite with a ``customers`` table
   (``phone``, ``name``, ``code``, ``active``).
-* ``bitel_default``: the SMS gateway. Point it at an IPPanel connection instead to switch gateways.
+* ``p2psms_gateway``: the SMS gateway, a ``bitel`` or an ``ippanel`` connection: its type picks the
+  gateway, so switching gateways is switching this connection.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ with DAG(
 ):
     send = P2PSmsOperator(
         task_id="send_codes",
-        sms_conn_id="bitel_default",
+        sms_conn_id="p2psms_gateway",
         sql_conn_id="p2psms_demo_db",
         sql="SELECT phone, name, code FROM customers WHERE active = :active ORDER BY id",
         parameters={"active": 1},
@@ -37,7 +38,7 @@ with DAG(
     wait = P2PSmsDeliverySensor(
         task_id="wait_for_delivery",
         receipt=send.output,
-        min_delivered_ratio=0.7,
+        min_delivered_ratio=0.6,
         poke_interval=2,
         timeout=300,
     )

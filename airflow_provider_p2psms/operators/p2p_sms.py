@@ -258,7 +258,7 @@ class P2PSmsOperator(BaseOperator):
 
     def _dry_run(self, hook: P2PSmsHook, builder: Any, rows: Any) -> SendReceipt:
         from airflow_provider_p2psms.models import ReceiptCounts
-        from airflow_provider_p2psms.utils.phone import mask_phone
+        from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
 
         sample: list[OutgoingSms] = []
         count = 0
@@ -267,7 +267,9 @@ class P2PSmsOperator(BaseOperator):
             if len(sample) < 5:
                 sample.append(message)
         for message in sample:
-            self.log.info("Dry run sample: %s <- %r", mask_phone(message.recipient), message.text)
+            self.log.info(
+                "Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text)
+            )
         counts = ReceiptCounts(
             requested=builder.requested,
             sent=0,

@@ -158,3 +158,17 @@ def to_national_mobile(value: Any) -> str:
     if problem:
         raise InvalidPhoneNumber(mask_phone(compact), problem)
     return str(parsed.national_number)
+
+
+_NUMBER_IN_TEXT = re.compile(r"\+?[0-9۰-۹٠-٩][0-9۰-۹٠-٩ \-]{5,}[0-9۰-۹٠-٩]")
+
+
+def mask_numbers_in_text(text: str) -> str:
+    """Mask every run of seven or more digits (spaces and dashes allowed) in a text meant for a log."""
+
+    def masked(match: re.Match[str]) -> str:
+        run = match.group(0)
+        digits = sum(ch.isdigit() for ch in run)
+        return mask_phone(run) if digits >= 7 else run
+
+    return _NUMBER_IN_TEXT.sub(masked, text)

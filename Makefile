@@ -1,0 +1,41 @@
+# Two commands for a new user (see README.md):
+#   make demo   sets up .venv and runs the main job on the embedded default (SQLite + sandbox API)
+#   make test   sets up .venv and runs the test suite
+# AIRFLOW_VERSION picks the Airflow the virtualenv gets; each version gets its own virtualenv.
+
+PYTHON ?= python3
+AIRFLOW_VERSION ?= 3.3.2
+VENV ?= .venv-airflow-$(AIRFLOW_VERSION)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-sqlite -e ".[test]"
+	touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+bench-quick: venv
+	$(BIN)/python bench/run.py --quick
+
+clean:
+	rm -rf .venv-airflow-* .demo .artifacts bench/results
