@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 OnInvalid = Literal["skip", "fail"]
 OnEmpty = Literal["skip", "succeed", "fail"]
 OnUncertain = Literal["skip", "resend"]
+OutsideWindow = Literal["defer", "schedule"]
 
 
 class P2PSmsOperator(BaseOperator):
@@ -62,6 +63,13 @@ class P2PSmsOperator(BaseOperator):
     :param send_time: schedule the send (IPPanel only): a timezone-aware datetime or an ISO string
         (UTC if it has no offset). (templated)
     :param fetch_size: rows fetched per round trip from ``sql``; default 1000.
+    :param send_window: quiet hours: a daily window ``("08:00", "21:00")`` (``HH:MM`` or ``HH:MM:SS``,
+        spanning midnight if the start is later than the end) outside which nothing is sent. Default:
+        no window. (templated)
+    :param timezone: the IANA timezone of ``send_window``; default ``"Asia/Tehran"``. (templated)
+    :param outside_window: what happens outside the window: ``"defer"`` (default) waits in the
+        triggerer until it opens, holding no worker slot; ``"schedule"`` sends at once with
+        ``send_time`` set to the opening (IPPanel only).
     :param checkpoint_path: an ``ObjectStoragePath`` URL (``file:///shared/p2psms``, ``s3://bucket/p2psms``)
         for the resume checkpoints. Default: the task state store on Airflow 3.3+, else
         ``[p2psms] checkpoint_path``, else ``$AIRFLOW_HOME/p2psms_checkpoints`` (local disk: with
@@ -76,6 +84,8 @@ class P2PSmsOperator(BaseOperator):
         "parameters",
         "dry_run",
         "send_time",
+        "send_window",
+        "timezone",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "parameters": "json", "recipients": "json"}
@@ -101,6 +111,9 @@ class P2PSmsOperator(BaseOperator):
         dry_run: bool = False,
         send_time: datetime | str | None = None,
         fetch_size: int = 1000,
+        send_window: Sequence[str] | None = None,
+        timezone: str = "Asia/Tehran",
+        outside_window: OutsideWindow = "defer",
         checkpoint_path: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -116,6 +129,7 @@ class P2PSmsOperator(BaseOperator):
             ("on_invalid", on_invalid, ("skip", "fail")),
             ("on_empty", on_empty, ("skip", "succeed", "fail")),
             ("on_uncertain", on_uncertain, ("skip", "resend")),
+            ("outside_window", outside_window, ("defer", "schedule")),
         ):
             if value not in allowed:
                 problems.append(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
@@ -128,6 +142,15 @@ class P2PSmsOperator(BaseOperator):
                 problems.append(f"{name} must be a whole number of at least 1, not {number!r}")
         if not isinstance(message, str) or not message.strip():
             problems.append("message must be a non-empty template string")
+        if send_window is not None and not _templated(send_window, timezone):
+            from airflow_provider_p2psms.utils.window import SendWindow
+
+            try:
+                SendWindow.parse(send_window, timezone)
+            except SmsConfigurationError as error:
+                problems.append(str(error).rstrip("."))
+        if send_window is not None and outside_window == "schedule" and send_time is not None:
+            problems.append("outside_window='schedule' sets send_time itself; leave send_time unset")
         if problems:
             raise SmsConfigurationError(f"P2PSmsOperator '{kwargs.get('task_id')}': " + "; ".join(problems) + ".")
 
@@ -146,15 +169,45 @@ class P2PSmsOperator(BaseOperator):
         self.dry_run = dry_run
         self.send_time = send_time
         self.fetch_size = fetch_size
+        self.send_window = send_window
+        self.timezone = timezone
+        self.outside_window = outside_window
         self.checkpoint_path = checkpoint_path
 
     def execute(self, context: Context) -> SendReceipt:
+        scheduled_for = None
+        if self.send_window is not None:
+            import pendulum
+
+            from airflow_provider_p2psms.utils.window import SendWindow
+
+            window = SendWindow.parse(self.send_window, self.timezone)
+            opening = window.next_opening(pendulum.now("UTC"))
+            if opening is not None and self.outside_window == "defer":
+                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+                self.log.info(
+                    "Outside the send window %s: waiting until %s without holding a worker slot.",
+                    window.describe(),
+                    opening.in_timezone(self.timezone).isoformat(),
+                )
+                self.defer(trigger=DateTimeTrigger(moment=opening), method_name="execute_in_window")
+            if opening is not None:
+                self.log.info("Outside the send window %s: scheduling the send for %s.", window.describe(), opening)
+                scheduled_for = opening
+        return self._send(context, scheduled_for)
+
+    def execute_in_window(self, context: Context, event: Any = None) -> SendReceipt:
+        """Resume here once the send window has opened."""
+        return self.execute(context)
+
+    def _send(self, context: Context, scheduled_for: datetime | None) -> SendReceipt:
         from airflow_provider_p2psms.hooks.factory import get_sms_hook
         from airflow_provider_p2psms.utils.recipients import MessageBuilder, iter_rows
         from airflow_provider_p2psms.utils.sending import BatchSender
 
         hook = get_sms_hook(self.sms_conn_id)
-        send_time = self._send_time(hook)
+        send_time = self._send_time(hook, scheduled_for or self.send_time)
         builder = MessageBuilder(
             template=self._compile_template(),
             context=context,
@@ -224,10 +277,10 @@ class P2PSmsOperator(BaseOperator):
                 f"The message template has a syntax error at line {error.lineno}: {error.message}. Nothing was sent."
             ) from None
 
-    def _send_time(self, hook: P2PSmsHook) -> datetime | None:
+    def _send_time(self, hook: P2PSmsHook, value: datetime | str | None) -> datetime | None:
         from airflow_provider_p2psms.exceptions import SmsConfigurationError
 
-        if self.send_time in (None, ""):
+        if value in (None, ""):
             return None
         if not hook.supports_send_time:
             raise SmsConfigurationError(
@@ -236,7 +289,6 @@ class P2PSmsOperator(BaseOperator):
             )
         import pendulum
 
-        value = self.send_time
         try:
             moment = pendulum.parse(value, tz="UTC") if isinstance(value, str) else pendulum.instance(value, tz="UTC")
         except (ValueError, TypeError) as error:
@@ -267,9 +319,7 @@ class P2PSmsOperator(BaseOperator):
             if len(sample) < 5:
                 sample.append(message)
         for message in sample:
-            self.log.info(
-                "Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text)
-            )
+            self.log.info("Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text))
         counts = ReceiptCounts(
             requested=builder.requested,
             sent=0,
@@ -333,6 +383,13 @@ class P2PSmsOperator(BaseOperator):
             self.log.warning("%s", problem)
         if len(receipt["problems"]) > 20:
             self.log.warning("... and %d more problems, listed in the receipt.", len(receipt["problems"]) - 20)
+
+
+def _templated(*values: Any) -> bool:
+    """Whether any of the values (or their items) is a Jinja template, to be checked once rendered."""
+    return any(
+        "{{" in str(item) for value in values for item in (value if isinstance(value, list | tuple) else [value])
+    )
 
 
 def _spooled(messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:

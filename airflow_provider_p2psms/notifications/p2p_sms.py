@@ -1,0 +1,83 @@
+"""Text people when a DAG or task succeeds or fails: an Airflow notifier over any SMS connection of ours."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_p2psms.models import OutgoingSms
+
+
+class P2PSmsNotifier(BaseNotifier):
+    """
+    Send one SMS, rendered from the Airflow context, to one or more numbers.
+
+    Use it as a callback: ``on_failure_callback=P2PSmsNotifier(sms_conn_id="bitel_default",
+    phone_numbers=["0912 123 4567"], message="{{ dag.dag_id }}.{{ ti.task_id }} failed ({{ ds }})")``.
+    A callback must not break the task it reports on, so a number that is not a valid Iranian
+    mobile is logged (masked) and left out, and a gateway error is logged, not raised; set
+    ``raise_on_error=True`` to raise instead.
+
+    :param sms_conn_id: connection of type ``bitel`` or ``ippanel``. (templated)
+    :param phone_numbers: a number or a list of numbers, in any common spelling. (templated)
+    :param message: the text, a Jinja template with the Airflow context (``dag``, ``ti``, ``ds``,
+        ``exception``...). (templated)
+    :param raise_on_error: raise on a gateway error or when no number is valid; default ``False``.
+    """
+
+    template_fields: Sequence[str] = ("sms_conn_id", "phone_numbers", "message")
+
+    def __init__(
+        self,
+        *,
+        sms_conn_id: str,
+        phone_numbers: str | Sequence[str],
+        message: str,
+        raise_on_error: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sms_conn_id = sms_conn_id
+        self.phone_numbers = phone_numbers
+        self.message = message
+        self.raise_on_error = raise_on_error
+
+    def notify(self, context: Context) -> None:
+        from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError
+        from airflow_provider_p2psms.hooks.factory import get_sms_hook
+        from airflow_provider_p2psms.models import OutgoingSms
+        from airflow_provider_p2psms.utils.phone import mask_phone
+
+        numbers = [self.phone_numbers] if isinstance(self.phone_numbers, str) else list(self.phone_numbers)
+        text = str(self.message).strip()
+        try:
+            hook = get_sms_hook(self.sms_conn_id)
+            messages: list[OutgoingSms] = []
+            for number in dict.fromkeys(numbers):
+                try:
+                    messages.append(OutgoingSms(hook.normalize_number(number), text))
+                except InvalidPhoneNumber as error:
+                    self.log.warning("SMS notification: leaving out %s", error)
+            if not messages or not text:
+                raise P2PSmsError(
+                    "SMS notification not sent: " + ("the message is empty." if not text else "no valid phone number.")
+                )
+            for start in range(0, len(messages), hook.batch_size):
+                hook.send_batch(messages[start : start + hook.batch_size])
+            self.log.info(
+                "SMS notification sent through %s to %s.",
+                hook.provider_name,
+                ", ".join(mask_phone(m.recipient) for m in messages[:10]),
+            )
+        except P2PSmsError as error:
+            if self.raise_on_error:
+                raise
+            self.log.error("SMS notification failed (connection '%s'): %s", self.sms_conn_id, error)
+
+
+send_p2p_sms_notification = P2PSmsNotifier
