@@ -21,6 +21,7 @@ def test_outside_the_window_the_operator_defers_until_it_opens(run_dag, sandbox)
             return [now.add(seconds=10).format("HH:mm:ss"), now.add(hours=2).format("HH:mm:ss")]
 
         bounds = ("{{ ti.xcom_pull('window')[0] }}", "{{ ti.xcom_pull('window')[1] }}")
+        modes = (("schedule", "ippanel_default", "schedule"), ("send", "bitel_default", "defer"))
         tasks = [
             P2PSmsOperator(
                 task_id=task_id,
@@ -31,7 +32,7 @@ def test_outside_the_window_the_operator_defers_until_it_opens(run_dag, sandbox)
                 timezone="Asia/Tehran",
                 outside_window=outside,
             )
-            for task_id, conn_id, outside in (("schedule", "ippanel_default", "schedule"), ("send", "bitel_default", "defer"))
+            for task_id, conn_id, outside in modes
         ]
         window() >> tasks[0] >> tasks[1]
         """,
