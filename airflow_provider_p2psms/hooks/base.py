@@ -38,7 +38,7 @@ from airflow_provider_p2psms.exceptions import (
     SmsRequestRejected,
     SmsUncertainSendError,
 )
-from airflow_provider_p2psms.utils.phone import to_national_mobile
+from airflow_provider_p2psms.utils.phone import to_ascii_digits, to_national_mobile
 
 if TYPE_CHECKING:
     import requests
@@ -139,15 +139,21 @@ class P2PSmsHook(BaseHook):
         """The connection's settings, read and validated once."""
         conn = self.get_connection(self.sms_conn_id)
         extras = conn.extra_dejson if conn.extra else {}
-        if not conn.password:
+        # A pasted token often carries a line break; requests would echo the whole header in its error.
+        token = (conn.password or "").strip()
+        if not token:
             raise SmsConfigurationError(
                 f"Connection '{self.sms_conn_id}' has no {self.token_label}. Set its password field "
                 f"(labelled '{self.token_label}' in the Airflow UI) to your {self.provider_name} {self.token_label}."
             )
-        sender = next(
-            (str(extras[k]).strip() for k in ("sender", "gateway_number", "from_number") if extras.get(k)),
-            None,
-        )
+        if not (token.isascii() and token.isprintable()):
+            raise SmsConfigurationError(
+                f"Connection '{self.sms_conn_id}': the {self.token_label} in the password field contains a line "
+                "break, a control character or a non-ASCII character, which cannot go in an HTTP header. "
+                f"Paste the {self.provider_name} {self.token_label} again."
+            )
+        senders = (str(extras.get(k) or "").strip() for k in ("sender", "gateway_number", "from_number"))
+        sender = next((value for value in senders if value), None)
         if sender is None and self.sender_required:
             raise SmsConfigurationError(
                 f"Connection '{self.sms_conn_id}' has no sender line. {self.provider_name} needs one: set the "
@@ -161,7 +167,7 @@ class P2PSmsHook(BaseHook):
             )
         return GatewaySettings(
             base_url=self._base_url(conn, extras),
-            token=conn.password,
+            token=token,
             sender=self.normalize_sender(sender) if sender else None,
             timeout=self._float_extra(extras, "timeout", 30.0),
             verify=self._bool_extra(extras, "verify_ssl", True),
@@ -175,12 +181,18 @@ class P2PSmsHook(BaseHook):
         host = (conn.host or "").strip()
         if not host:
             return self.default_base_url
-        if "://" not in host:
+        if "://" in host:
+            scheme, _, host = host.partition("://")
+        else:
             scheme = str(extras.get("scheme") or "https")
-            port = f":{conn.port}" if conn.port else ""
-            path = f"/{conn.schema.strip('/')}" if conn.schema else ""
-            host = f"{scheme}://{host}{port}{path}"
-        return host.rstrip("/")
+        # Airflow's URI form ``ippanel://http://host:8080/v1`` keeps the protocol in the host but the
+        # port and the path in their own fields; a full URL in the host carries them itself.
+        netloc, slash, path = host.partition("/")
+        if conn.port and not (":" in netloc and netloc.rpartition(":")[2].isdigit()):
+            netloc = f"{netloc}:{conn.port}"
+        if conn.schema and not path.strip("/"):
+            slash, path = "/", conn.schema.strip("/")
+        return f"{scheme}://{netloc}{slash}{path}".rstrip("/")
 
     def _extra_error(self, name: str, value: Any, expected: str) -> SmsConfigurationError:
         return SmsConfigurationError(
@@ -279,7 +291,7 @@ class P2PSmsHook(BaseHook):
 
     def normalize_sender(self, sender: str) -> str:
         """Bring the ``sender`` extra into the form the gateway expects."""
-        return sender
+        return to_ascii_digits(sender)
 
     def sender_example(self) -> str:
         return "10009909"
@@ -349,7 +361,11 @@ class P2PSmsHook(BaseHook):
             retry_after: float | None = None
             try:
                 response = self.session.request(method, url, json=json, params=params, timeout=settings.timeout)
-            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as error:
+            except (
+                requests.exceptions.InvalidURL,
+                requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema,
+            ) as error:
                 raise SmsConfigurationError(
                     f"Connection '{self.sms_conn_id}' has an unusable base URL {settings.base_url!r} "
                     f"({type(error).__name__}). Set its host to a URL like {self.default_base_url}."

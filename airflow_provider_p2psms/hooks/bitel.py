@@ -25,14 +25,17 @@ BITEL_STATUSES: dict[int, tuple[str, DeliveryStatus]] = {
     9: ("ERROR", DeliveryStatus.REJECTED),
     10: ("CHECK_ERROR", DeliveryStatus.REJECTED),
 }
-_BY_NAME: dict[str, int] = {name: code for code, (name, _) in BITEL_STATUSES.items()}
+#: Names without separators, so the v2 ``statusText`` spelling (``DeliveryFailed``) is found too.
+_BY_NAME: dict[str, int] = {name.replace("_", ""): code for code, (name, _) in BITEL_STATUSES.items()}
 
 #: What to tell the user for each Bitel error code.
 _HINTS: dict[str, str] = {
     "InvalidGateway": "Check the 'sender' extra of connection '{conn}': it must be a gateway number of your "
     "Bitel account, or be left empty to use the account's default gateway.",
-    "InvalidPhoneNumber": "A recipient is not a valid Iranian mobile number.",
-    "InvalidRequest": "The request did not match the Bitel API; this is a bug in the provider if it persists.",
+    "InvalidPhoneNumber": "A recipient is not a valid Iranian mobile number in the local form 09xxxxxxxxx; "
+    "pass recipients through the hook's normalize_number().",
+    "InvalidRequest": "Bitel refuses empty message texts and more than 100 messages per request: check the "
+    "rendered messages. If they are fine, this is a bug in the provider.",
 }
 
 #: A well-formed id no message has: a status look-up for it tells a good token (404) from a bad one (401).
@@ -103,6 +106,7 @@ class BitelHook(P2PSmsHook):
         if len(receipts) == 1:
             return [self._status_of(receipts[0])]
         workers = min(self.settings.max_concurrency, len(receipts))
+        self.get_conn()  # one session for all threads: cached_property does not lock on Python 3.12+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bitel-status") as pool:
             return list(pool.map(self._status_of, receipts))
 
@@ -110,6 +114,8 @@ class BitelHook(P2PSmsHook):
         try:
             answer = self.request("GET", f"/api/v2/sms/status/{receipt.message_id}", kind="read")
         except SmsRequestRejected as error:
+            if error.provider_code is None:
+                raise  # not a Bitel envelope: the base URL is wrong, waiting would not help
             return DeliveryState(
                 receipt.message_id, receipt.recipient, DeliveryStatus.UNKNOWN, f"{error.provider_code or 'error'}"
             )
@@ -128,8 +134,10 @@ class BitelHook(P2PSmsHook):
     def test_connection(self) -> tuple[bool, str]:
         try:
             self.request("GET", f"/api/v2/sms/status/{_PROBE_ID}", kind="read")
-        except SmsRequestRejected:
-            pass
+        except SmsRequestRejected as error:
+            # Bitel's error envelope for the unknown id proves the token; any other 4xx proves nothing.
+            if error.provider_code is None:
+                return False, str(error)
         except P2PSmsError as error:
             return False, str(error)
         return True, f"Bitel accepted the API token of connection '{self.sms_conn_id}' at {self.settings.base_url}."
@@ -140,7 +148,10 @@ class BitelHook(P2PSmsHook):
         code = response.payload.get("error") if isinstance(response.payload, dict) else None
         hint = _HINTS.get(str(code), "").format(conn=self.sms_conn_id)
         if not code:
-            hint = f"The answer was not a Bitel error envelope: check the base URL of connection '{self.sms_conn_id}'."
+            hint = (
+                f"The answer was not a Bitel error envelope: check the base URL ({self.settings.base_url}) "
+                f"of connection '{self.sms_conn_id}'."
+            )
         return SmsRequestRejected(self.provider_name, response.status_code, str(code) if code else None, hint=hint)
 
     def _auth_headers(self, token: str) -> dict[str, str]:
@@ -165,7 +176,7 @@ def parse_bitel_status(result: dict[str, Any]) -> tuple[int | None, str | None]:
         name = status if isinstance(status, str) else result.get("statusText")
         code = None
     if code is None and isinstance(name, str):
-        code = _BY_NAME.get(name.strip().upper().replace(" ", "_"))
+        code = _BY_NAME.get(name.strip().upper().replace(" ", "").replace("_", ""))
     return code, name if isinstance(name, str) else None
 
 

@@ -14,7 +14,7 @@ from airflow_provider_p2psms.exceptions import (
 )
 from airflow_provider_p2psms.hooks.base import GatewayResponse, P2PSmsHook
 from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
-from airflow_provider_p2psms.utils.phone import to_national_mobile
+from airflow_provider_p2psms.utils.phone import to_ascii_digits, to_national_mobile
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -85,7 +85,7 @@ class IPPanelHook(P2PSmsHook):
         return f"+98{national}"
 
     def normalize_sender(self, sender: str) -> str:
-        compact = "".join(ch for ch in sender if ch.isdigit() or ch == "+")
+        compact = "".join(ch for ch in to_ascii_digits(sender) if ch in "+0123456789")
         if compact.startswith("+"):
             return compact
         if compact.startswith("0098"):
@@ -128,6 +128,7 @@ class IPPanelHook(P2PSmsHook):
         for receipt in receipts:
             bulks.setdefault(receipt.message_id, []).append(receipt)
         workers = min(self.settings.max_concurrency, len(bulks))
+        self.get_conn()  # one session for all threads: cached_property does not lock on Python 3.12+
         if workers == 1:
             found = [self._bulk_states(bulk_id, members) for bulk_id, members in bulks.items()]
         else:
@@ -220,7 +221,8 @@ class IPPanelHook(P2PSmsHook):
                 self.provider_name,
                 response.status_code,
                 None,
-                hint=f"The answer was not an IPPanel envelope: check the base URL of connection '{self.sms_conn_id}'.",
+                hint=f"The answer was not an IPPanel envelope: check the base URL ({self.settings.base_url}) "
+                f"of connection '{self.sms_conn_id}'.",
             )
         errors = meta.get("errors")
         field_errors = {

@@ -25,6 +25,11 @@ _COMMON_FORM = re.compile(r"(?:\+98|0098|98|0)?(9\d{9})")
 _PLAIN_NUMBER = re.compile(r"\+?\d+")
 
 
+def to_ascii_digits(text: str) -> str:
+    """Replace Persian (``۰۹۱۲``) and Arabic-Indic (``٠٩١٢``) digits in ``text`` with ASCII digits."""
+    return text.translate(_DIGITS)
+
+
 def mask_phone(value: Any) -> str:
     """
     Mask a phone number (or any value found where one was expected) for logs and reports.
@@ -131,7 +136,7 @@ def to_national_mobile(value: Any) -> str:
     else:
         raise InvalidPhoneNumber(mask_phone(value), f"expected a string or a number, got {type(value).__name__}")
 
-    compact = _SEPARATORS.sub("", text.translate(_DIGITS))
+    compact = _SEPARATORS.sub("", to_ascii_digits(text))
     if not compact:
         raise InvalidPhoneNumber("<empty>", "the phone number is empty")
 
