@@ -164,4 +164,21 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [{"integration-name": "P2P SMS", "python-modules": ["airflow_provider_p2psms.triggers.p2p_sms"]}],
         "connection-types": [_connection_type(conn_type) for conn_type in _GATEWAYS],
         "notifications": ["airflow_provider_p2psms.notifications.p2p_sms.P2PSmsNotifier"],
+        "config": {
+            "p2psms": {
+                "description": "Settings of the P2P SMS provider.",
+                "options": {
+                    "checkpoint_path": {
+                        "description": "Where P2PSmsOperator keeps its resume checkpoints when the task state "
+                        "store is not available (Airflow before 3.3) or not wanted, as an ObjectStoragePath URL. "
+                        "With several workers, use storage every worker can read. Default: "
+                        "file://$AIRFLOW_HOME/p2psms_checkpoints.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-bucket/p2psms",
+                        "default": "",
+                    }
+                },
+            }
+        },
     }
