@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-sqlite -e ".[test]"
+	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-sqlite -e ".[test,ui-test]"
 	touch $@
 
 venv: $(STAMP)

@@ -60,10 +60,12 @@ _COMMON_FIELDS: dict[str, dict[str, Any]] = {
 def conn_fields(conn_type: str) -> dict[str, dict[str, Any]]:
     """The extra fields of one connection type, in the ``conn-fields`` format."""
     gateway = _GATEWAYS[conn_type]
+    # The connection form shows no placeholder for extra fields, so the example goes in the help text
+    # (and, on Airflow 3.2+, in the field's suggestions).
     sender = {
         "label": gateway["sender-label"],
-        "schema": {"type": ["string", "null"]},
-        "description": gateway["sender-description"],
+        "schema": {"type": ["string", "null"], "examples": [gateway["sender-placeholder"]]},
+        "description": f"{gateway['sender-description']} Example: {gateway['sender-placeholder']}",
     }
     return {"sender": sender, **_COMMON_FIELDS}
 

@@ -315,6 +315,18 @@ class P2PSmsHook(BaseHook):
         """Make a harmless authenticated call; ``(True, message)`` if the token works."""
         raise NotImplementedError
 
+    def connection_test_failure(self, error: P2PSmsError) -> tuple[bool, str]:
+        """The answer of a failed connection test.
+
+        The Airflow UI tests a connection under a temporary id, so a bad token is reported without one.
+        """
+        if isinstance(error, SmsAuthenticationError):
+            return False, (
+                f"{self.provider_name} refused the {self.token_label} (HTTP 401). "
+                f"Put a valid {self.token_label} in the password field."
+            )
+        return False, str(error)
+
     # ------------------------------------------------------------------ shared helpers
 
     def check_batch(self, messages: Sequence[OutgoingSms], send_time: datetime | None) -> None:

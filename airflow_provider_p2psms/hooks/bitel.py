@@ -137,10 +137,10 @@ class BitelHook(P2PSmsHook):
         except SmsRequestRejected as error:
             # Bitel's error envelope for the unknown id proves the token; any other 4xx proves nothing.
             if error.provider_code is None:
-                return False, str(error)
+                return self.connection_test_failure(error)
         except P2PSmsError as error:
-            return False, str(error)
-        return True, f"Bitel accepted the API token of connection '{self.sms_conn_id}' at {self.settings.base_url}."
+            return self.connection_test_failure(error)
+        return True, f"Bitel accepted the API token at {self.settings.base_url}."
 
     def error_for(self, response: GatewayResponse) -> P2PSmsError:
         if response.status_code == 401:

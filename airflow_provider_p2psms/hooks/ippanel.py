@@ -203,13 +203,13 @@ class IPPanelHook(P2PSmsHook):
         try:
             answer = self.request("GET", "/api/payment/credit/mine", kind="read")
         except P2PSmsError as error:
-            return False, str(error)
+            return self.connection_test_failure(error)
         data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
         credit = data.get("credit") if isinstance(data, dict) else None
         balance = f" Credit: {credit}." if credit is not None else ""
         return (
             True,
-            f"IPPanel accepted the API key of connection '{self.sms_conn_id}' at {self.settings.base_url}.{balance}",
+            f"IPPanel accepted the API key at {self.settings.base_url}.{balance}",
         )
 
     def error_for(self, response: GatewayResponse) -> P2PSmsError:
