@@ -3,10 +3,12 @@
 Neither gateway has idempotency keys, so the operator keeps its own ledger, scoped to the task
 instance (DAG, run, task, map index) and kept across tries:
 
-* ``<prefix>.inflight``: the message keys of batches that are about to be sent, or were sent and
-  never answered. It is written *before* those batches go on the wire.
-* ``<prefix>.sent.<n>``: accepted messages, as message key -> ``[message_id, recipient]``, in
-  chunks of a few hundred so that no value grows past the store's comfortable size.
+* ``<prefix>.inflight.<n>``: the message keys of batches that are about to be sent, or were sent and
+  never answered. They are written *before* those batches go on the wire.
+* ``<prefix>.sent.<n>``: accepted messages, as message key -> ``[message_id, recipient]``.
+
+Values are cut into numbered chunks of at most :data:`CHUNK_BYTES` of JSON, so that none grows past
+the task state store's default limit of 64 KB (``[state_store] max_value_storage_bytes``).
 
 A message key is a hash of (recipient, text), so resumption does not depend on the order in which
 rows come back from the source. On a retry, keys found in a ``sent`` chunk are not sent again; keys
@@ -20,14 +22,22 @@ which every worker that may run a retry must be able to read.
 from __future__ import annotations
 
 import json
+import logging
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-#: Accepted messages per ``sent`` chunk: about 70 bytes each keeps a chunk well under 64 KB.
-CHUNK_SIZE = 800
+#: The most JSON one checkpoint value holds, measured as Airflow measures it (``json.dumps``):
+#: below the task state store's default ``max_value_storage_bytes`` of 65,535, with room to spare.
+CHUNK_BYTES = 48_000
+
+#: Accepted messages worth recording at once: a Bitel receipt takes about 85 bytes of a chunk.
+CHUNK_SIZE = 500
+
+#: Message keys per ``inflight`` chunk (20 bytes each).
+_INFLIGHT_PER_CHUNK = CHUNK_BYTES // 20
 
 
 def message_key(recipient: str, text: str) -> int:
@@ -105,7 +115,10 @@ class SendLedger:
         #: Marked in flight by an earlier try and never confirmed.
         self.uncertain: set[int] = set()
         self._chunks = 0
-        self._inflight: set[int] = set()
+        # In-flight keys, in chunks. A key stays in the chunk it was first written to, so every
+        # write changes one value and a crash between two writes never drops a mark.
+        self._inflight: list[set[int]] = []
+        self._chunk_of: dict[int, int] = {}
 
     def _key(self, name: str) -> str:
         return f"{self._prefix}.{name}"
@@ -116,14 +129,27 @@ class SendLedger:
             for key, receipt in chunk.items():
                 self.sent[int(key, 16)] = receipt
             self._chunks += 1
-        inflight = self._store.get(self._key("inflight")) or []
-        self.uncertain = {int(key, 16) for key in inflight} - self.sent.keys()
-        self._inflight = set(self.uncertain)
+        while (keys := self._store.get(self._key(f"inflight.{len(self._inflight)}"))) is not None:
+            chunk = {int(key, 16) for key in keys} - self.sent.keys()
+            self._chunk_of.update(dict.fromkeys(chunk, len(self._inflight)))
+            self._inflight.append(chunk)
+        self.uncertain = set(self._chunk_of)
 
     def mark_in_flight(self, keys: Iterable[int]) -> None:
         """Durably note that these messages are about to be sent. Call before sending them."""
-        self._inflight.update(keys)
-        self._write_inflight()
+        changed: set[int] = set()
+        index = 0
+        for key in keys:
+            if key in self._chunk_of:
+                continue
+            while index < len(self._inflight) and len(self._inflight[index]) >= _INFLIGHT_PER_CHUNK:
+                index += 1
+            if index == len(self._inflight):
+                self._inflight.append(set())
+            self._inflight[index].add(key)
+            self._chunk_of[key] = index
+            changed.add(index)
+        self._write_inflight(changed)
 
     def record(self, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
         """
@@ -133,30 +159,68 @@ class SendLedger:
         :param released: keys of messages that provably did not go out (the gateway refused the batch,
             or it was never sent), so a retry may send them.
         """
-        items = list(accepted.items())
-        for start in range(0, len(items), CHUNK_SIZE):
-            chunk = {f"{key:016x}": receipt for key, receipt in items[start : start + CHUNK_SIZE]}
-            self._store.set(self._key(f"sent.{self._chunks}"), chunk)
-            self._chunks += 1
-        before = len(self._inflight)
-        self._inflight.difference_update(accepted)
-        self._inflight.difference_update(released)
-        if len(self._inflight) != before:
-            self._write_inflight()
+        chunk: dict[str, list[str]] = {}
+        size = 2
+        for key, receipt in accepted.items():
+            entry = f"{key:016x}"
+            # '"<key>": <receipt>, ' as json.dumps writes it.
+            entry_size = len(entry) + len(json.dumps(receipt)) + 6
+            if chunk and size + entry_size > CHUNK_BYTES:
+                self._write_sent(chunk)
+                chunk, size = {}, 2
+            chunk[entry] = receipt
+            size += entry_size
+        if chunk:
+            self._write_sent(chunk)
+        changed: set[int] = set()
+        for keys in (accepted, released):
+            for key in keys:
+                index = self._chunk_of.pop(key, None)
+                if index is not None:
+                    self._inflight[index].discard(key)
+                    changed.add(index)
+        self._write_inflight(changed)
 
-    def _write_inflight(self) -> None:
-        if self._inflight:
-            self._store.set(self._key("inflight"), [f"{key:016x}" for key in sorted(self._inflight)])
-        else:
-            self._store.delete(self._key("inflight"))
+    def _write_sent(self, chunk: dict[str, list[str]]) -> None:
+        self._store.set(self._key(f"sent.{self._chunks}"), chunk)
+        self._chunks += 1
+
+    def _write_inflight(self, changed: set[int]) -> None:
+        # Empty chunks at the end are deleted, last first: chunks are read up to the first missing
+        # one, so a gap must never hide the chunks after it. An empty chunk in the middle stays.
+        while self._inflight and not self._inflight[-1]:
+            self._inflight.pop()
+            self._store.delete(self._key(f"inflight.{len(self._inflight)}"))
+        for index in sorted(changed):
+            if index < len(self._inflight):
+                self._store.set(self._key(f"inflight.{index}"), [f"{key:016x}" for key in self._inflight[index]])
 
     def clear(self) -> None:
-        """Forget everything: the task succeeded, and a new run of it may send again."""
-        for index in range(self._chunks):
-            self._store.delete(self._key(f"sent.{index}"))
-        self._store.delete(self._key("inflight"))
+        """
+        Forget everything: the task succeeded, and a new run of it may send again.
+
+        Chunks are deleted last first, so that whatever stops the clean-up half-way leaves a ledger
+        that still reads back as a prefix of what was sent. A store error does not fail the task:
+        every message is handled by then, and a retry could only send some of them twice.
+        """
+        keys = [self._key(f"sent.{index}") for index in range(self._chunks)]
+        keys += [self._key(f"inflight.{index}") for index in range(len(self._inflight))]
         self._chunks = 0
         self._inflight.clear()
+        self._chunk_of.clear()
+        for key in reversed(keys):
+            try:
+                self._store.delete(key)
+            except Exception as error:
+                logging.getLogger(__name__).warning(
+                    "Could not delete the resume checkpoint %r (%s: %s); it and the %d before it stay until the "
+                    "store expires them.",
+                    key,
+                    type(error).__name__,
+                    error,
+                    keys.index(key),
+                )
+                return
 
 
 def checkpoint_store(context: Any, checkpoint_path: str | None) -> KeyValueStore:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import Any
 
-from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, SmsConfigurationError, SmsInputError
+from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.models import OutgoingSms
 from airflow_provider_p2psms.utils.checkpoint import message_key
 from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
@@ -100,13 +100,23 @@ def _sql_rows(sql: str, sql_conn_id: str, parameters: Any, fetch_size: int) -> I
                 f"The recipients query on connection '{sql_conn_id}' returned no result set; it must be a SELECT."
             )
         columns = [column[0] for column in cursor.description]
+        read = 0
         while True:
             try:
                 chunk = cursor.fetchmany(fetch_size)
             except Exception as error:
-                raise failed(error) from None
+                if not read:
+                    raise failed(error) from None
+                # Rows read so far may have been sent already: say so, and let Airflow retry (the
+                # checkpoint keeps the retry from sending them again); a lost connection is transient.
+                raise P2PSmsError(
+                    f"Reading the recipients from connection '{sql_conn_id}' failed after {read} rows: "
+                    f"{type(error).__name__}: {error}. Messages accepted before are checkpointed, so a retry "
+                    "does not send them again."
+                ) from None
             if not chunk:
                 return
+            read += len(chunk)
             for values in chunk:
                 yield dict(zip(columns, values, strict=False))
 

@@ -5,7 +5,8 @@ The order of events for every batch is what makes retries safe:
 1. its message keys are written to the ledger as *in flight* (a window of batches per write);
 2. the batch is sent;
 3. accepted receipts are written to the ledger (flushed about once a second), and the in-flight
-   marks of refused batches are dropped, so a retry sends those again.
+   marks of refused batches, and of marked batches a stopped try never sent, are dropped, so a
+   retry sends those again.
 
 A batch whose answer never came stays in flight: a retry treats it as uncertain. If the worker
 itself dies, batches accepted since the last flush are uncertain too, never resent by default.
@@ -81,6 +82,7 @@ class BatchSender:
         self.problems: list[str] = []
         self._to_record: dict[int, list[str]] = {}
         self._to_release: list[int] = []
+        self._read_earlier: set[int] = set()
         self._fatal: BaseException | None = None
         self._last_flush = self._last_progress = self._started = time.monotonic()
 
@@ -88,22 +90,30 @@ class BatchSender:
         """Send every message not already accepted; raise the first fatal error after draining."""
         window = max(2 * self.max_concurrency, 4)
         in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
+        # Keys marked in flight whose batch was not handed to the gateway yet. Whatever stops this
+        # loop (a fatal answer, a timeout or SIGTERM raised in this thread), they provably did not go
+        # out, so they are released: left marked, a retry would take them for uncertain.
+        unsent: list[int] = []
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="p2psms-send")
         try:
             batches = _batched(self._fresh(messages), self.hook.batch_size)
             while self._fatal is None and (group := list(islice(batches, window))):
-                self.ledger.mark_in_flight(key for batch in group for key, _ in batch)
-                for position, batch in enumerate(group):
+                # Recording what was accepted first keeps the in-flight value small.
+                self._flush()
+                unsent = [key for batch in group for key, _ in batch]
+                self.ledger.mark_in_flight(unsent)
+                for batch in group:
                     while len(in_flight) >= self.max_concurrency:
                         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                         self._collect(done, in_flight)
                     if self._fatal is not None:
-                        self._to_release.extend(key for unsent in group[position:] for key, _ in unsent)
                         break
                     future = pool.submit(self.hook.send_batch, [m for _, m in batch], send_time=self.send_time)
                     in_flight[future] = batch
+                    del unsent[: len(batch)]
                     self._tick()
         finally:
+            self._to_release.extend(unsent)
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 self._collect(done, in_flight)
@@ -117,6 +127,7 @@ class BatchSender:
                 sent,
             )
             raise self._fatal
+        self._merge_unread()
 
     def _fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
         """Leave out what an earlier try had accepted (or left uncertain, unless resending)."""
@@ -126,11 +137,36 @@ class BatchSender:
             if receipt is not None:
                 self.resumed += 1
                 self.accepted.append(receipt)
-            elif key in uncertain and not self.resend_uncertain:
-                self.uncertain_keys.add(key)
-                self._problem(f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}.")
+                self._read_earlier.add(key)
+            elif key in uncertain:
+                self._read_earlier.add(key)
+                if not self.resend_uncertain:
+                    self.uncertain_keys.add(key)
+                    self._problem(f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}.")
+                else:
+                    yield key, message
             else:
                 yield key, message
+
+    def _merge_unread(self) -> None:
+        """
+        Account for what an earlier try left that this try's input no longer holds (the source changed).
+
+        Accepted messages go into the receipt, so the sensor tracks every text that went out. Uncertain
+        ones cannot be resent without their row: they are reported, and counted unless resending.
+        """
+        unread = 0
+        for key, receipt in self.ledger.sent.items():
+            if key not in self._read_earlier:
+                self.resumed += 1
+                self.accepted.append(receipt)
+        for key in self.ledger.uncertain:
+            if key not in self._read_earlier:
+                unread += 1
+                if not self.resend_uncertain:
+                    self.uncertain_keys.add(key)
+        if unread:
+            self._problem(f"Uncertain (earlier try): {unread} messages whose rows this try did not read; not resent.")
 
     def _collect(self, done: Iterable[Future[list[SmsReceipt]]], in_flight: dict[Any, Batch]) -> None:
         for future in done:
@@ -142,7 +178,8 @@ class BatchSender:
                 self.uncertain_keys.update(keys)
                 sample = ", ".join(mask_phone(m.recipient) for _, m in batch[:3])
                 self.log.warning("%s Recipients include %s.", error, sample)
-                self._problem(f"Uncertain: {len(batch)} messages ({sample}...): {error.reason}.")
+                for _, message in batch:
+                    self._problem(f"Uncertain: {mask_phone(message.recipient)} ({error.reason}).")
             except _REFUSED as error:
                 self._to_release.extend(keys)
                 self._fatal = self._fatal or error

@@ -1,0 +1,457 @@
+"""Resuming without duplicates: checkpoints after accepted batches, retries that skip them, cleanup.
+
+In-process tests run the operator's ``execute`` twice with the same checkpoint store, as two tries of
+one task instance would; the DAG test does the same through a genuine Airflow retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_p2psms.exceptions import SmsGatewayUnavailable
+from airflow_provider_p2psms.hooks.factory import get_sms_hook
+from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
+from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_TOKEN
+from airflow_provider_p2psms.utils.checkpoint import (
+    SendLedger,
+    TaskStateKeyValueStore,
+    checkpoint_store,
+    message_key,
+)
+from airflow_provider_p2psms.utils.recipients import MessageBuilder
+from airflow_provider_p2psms.utils.sending import BatchSender
+from tests.helpers import GATEWAYS
+from tests.reliability.support import (
+    RETRY_CALLBACK_SOURCE,
+    STATE_VALUE_LIMIT,
+    MemoryTaskState,
+    gateway_conn_env,
+    people,
+    phone,
+    sent_counts,
+    sqlite_conn_env,
+    state_store_keys,
+    task_context,
+    write_people_db,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_p2psms.sandbox import SandboxServer
+
+MESSAGE = "Hi {{ row.name }}, your code is {{ row.code }}"
+
+
+def make_operator(**kwargs: Any) -> P2PSmsOperator:
+    arguments: dict[str, Any] = {
+        "task_id": "send",
+        "sms_conn_id": "bitel_default",
+        "message": MESSAGE,
+        "max_concurrency": 3,
+    }
+    return P2PSmsOperator(**{**arguments, **kwargs})
+
+
+def wire(gateway: str, number: str) -> str:
+    """``number`` (local form) as the gateway's wire format."""
+    return number if gateway == "bitel" else f"+98{number[1:]}"
+
+
+def batches(server: SandboxServer) -> list[list[str]]:
+    """The recipients of each accepted send request, in request order."""
+    grouped: dict[int, list[str]] = {}
+    for message in server.messages():
+        grouped.setdefault(message["request_seq"], []).append(message["recipient"])
+    return list(grouped.values())
+
+
+def checkpoint_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.rglob("*.json"))
+
+
+@pytest.mark.parametrize("gateway", GATEWAYS)
+@pytest.mark.parametrize("store", ["task_state_store", "object_storage"])
+def test_retry_in_reverse_order_sends_only_the_rest_and_merges_the_receipt(connect, tmp_path, gateway, store):
+    sandbox = connect(batch_size=10)
+    rows = people(95)
+    state = MemoryTaskState() if store == "task_state_store" else None
+    folder = tmp_path / "checkpoints"
+    checkpoint_path = None if state is not None else f"file://{folder}"
+
+    sandbox.configure(fail_sends_after=4)
+    # One request at a time, so that the four accepted batches are the first four.
+    first = make_operator(
+        sms_conn_id=f"{gateway}_default", recipients=rows, checkpoint_path=checkpoint_path, max_concurrency=1
+    )
+    with pytest.raises(SmsGatewayUnavailable, match="did not answer"):
+        first.execute(task_context(state, try_number=1))
+
+    accepted_first = [m["recipient"] for m in sandbox.messages()]
+    assert len(accepted_first) == 40
+    if state is not None:
+        # Receipts of accepted batches, nothing in flight: refused batches were released.
+        assert sorted(state.values) == [f"p2psms.sent.{n}" for n in range(len(state.values))]
+        assert sum(len(json.loads(value)) for value in state.values.values()) == 40
+    else:
+        files = checkpoint_files(folder)
+        assert files and all(name.startswith("p2psms.sent.") for name in files)
+
+    sandbox.configure(fail_sends_after=None)
+    second = make_operator(
+        sms_conn_id=f"{gateway}_default", recipients=list(reversed(rows)), checkpoint_path=checkpoint_path
+    )
+    receipt = second.execute(task_context(state, try_number=2))
+
+    counts = sent_counts(sandbox)
+    assert sorted(counts) == sorted(wire(gateway, row["phone"]) for row in rows)
+    assert set(counts.values()) == {1}
+    assert receipt["counts"]["sent"] == 95
+    assert receipt["counts"]["resumed"] == 40
+    assert receipt["counts"]["uncertain"] == 0
+    assert sorted(receipt["messages"]) == sorted([m["id"], m["recipient"]] for m in sandbox.messages())
+    # Each try batched the rows in the order it read them: the retry's batches run backwards.
+    assert sorted(batches(sandbox)) == sorted(
+        [[wire(gateway, phone(i)) for i in range(start, start + 10)] for start in range(0, 40, 10)]
+        + [[wire(gateway, phone(i)) for i in range(stop - 1, max(stop - 11, 39), -1)] for stop in range(95, 40, -10)]
+    )
+    if state is not None:
+        assert state.values == {}
+    else:
+        assert checkpoint_files(folder) == []
+
+
+def test_a_try_stopped_between_batches_leaves_nothing_uncertain(connect):
+    """
+    A timeout (or SIGTERM) raised while batches wait to be sent: only sent batches may stay in flight.
+
+    Airflow's ``execution_timeout`` raises in the task's main thread from a SIGALRM handler; a batch
+    that was marked in flight but never handed to the gateway must be released, or the retry would
+    take it for uncertain and nobody in it would ever get a text.
+    """
+    sandbox = connect(batch_size=5)
+    sandbox.configure(latency_ms=150)
+    rows = people(60)
+    state = MemoryTaskState()
+
+    class Timeout(Exception):
+        pass
+
+    def expire(signum: int, frame: Any) -> None:
+        raise Timeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, 0.4)
+    try:
+        with pytest.raises(Timeout):
+            make_operator(recipients=rows, max_concurrency=1).execute(task_context(state))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    accepted_first = len(sandbox.messages())
+    assert 0 < accepted_first < 60
+    left = in_flight(state)
+    assert left == set(), f"{len(left)} messages left in flight, though every sent batch was answered"
+
+    sandbox.configure(latency_ms=0)
+    receipt = make_operator(recipients=rows, max_concurrency=1).execute(task_context(state, try_number=2))
+    assert receipt["counts"] | {"sent": 60, "resumed": accepted_first, "uncertain": 0} == receipt["counts"]
+    counts = sent_counts(sandbox)
+    assert len(counts) == 60
+    assert set(counts.values()) == {1}
+
+
+def test_receipts_of_rows_gone_from_the_input_are_still_merged(connect):
+    """Rows an earlier try sent but the retry no longer reads (the table changed) stay in the receipt."""
+    sandbox = connect(batch_size=10)
+    rows = people(50)
+    state = MemoryTaskState()
+    sandbox.configure(fail_sends_after=2)
+    with pytest.raises(SmsGatewayUnavailable):
+        make_operator(recipients=rows, max_concurrency=1).execute(task_context(state))
+    sandbox.configure(fail_sends_after=None)
+
+    receipt = make_operator(recipients=rows[10:], max_concurrency=1).execute(task_context(state, try_number=2))
+
+    assert len(sandbox.messages()) == 50
+    assert sorted(receipt["messages"]) == sorted([m["id"], m["recipient"]] for m in sandbox.messages())
+    assert receipt["counts"]["sent"] == 50
+    assert receipt["counts"]["resumed"] == 20
+
+
+def sender_for(state: MemoryTaskState, max_concurrency: int) -> tuple[BatchSender, Any]:
+    """A ``BatchSender`` on ``bitel_default`` with a fresh ledger in ``state``, and a row-to-message builder."""
+    hook = get_sms_hook("bitel_default")
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    sender = BatchSender(
+        hook=hook,
+        ledger=ledger,
+        max_concurrency=max_concurrency,
+        resend_uncertain=False,
+        send_time=None,
+        log=logging.getLogger("test"),
+    )
+    builder = MessageBuilder(
+        template=make_operator(recipients=[]).get_template_env().from_string(MESSAGE),
+        context={},
+        normalize=hook.normalize_number,
+        phone_field="phone",
+        max_parts=8,
+        fail_on_invalid=False,
+    )
+    return sender, builder.build
+
+
+def in_flight(state: MemoryTaskState) -> set[str]:
+    return {
+        key for name, value in state.values.items() if name.startswith("p2psms.inflight.") for key in json.loads(value)
+    }
+
+
+def test_every_batch_is_marked_in_flight_before_it_is_sent(connect, monkeypatch):
+    connect(batch_size=10)
+    state = MemoryTaskState()
+    sender, build = sender_for(state, max_concurrency=3)
+    marked_before_sending = []
+    send_batch = sender.hook.send_batch
+
+    def checked_send_batch(messages: Any, **kwargs: Any) -> Any:
+        marks = in_flight(state)
+        marked_before_sending.append(all(f"{message_key(m.recipient, m.text):016x}" in marks for m in messages))
+        return send_batch(messages, **kwargs)
+
+    monkeypatch.setattr(sender.hook, "send_batch", checked_send_batch)
+    sender.send_all(build(people(95)))
+
+    assert marked_before_sending == [True] * 10
+    assert in_flight(state) == set()
+    assert sum(len(json.loads(v)) for k, v in state.values.items() if k.startswith("p2psms.sent.")) == 95
+
+
+def test_checkpoint_values_stay_under_the_state_store_limit(connect):
+    """5,000 messages at 16 requests in flight: no checkpoint value reaches 64 KB, and it all reads back."""
+    sandbox = connect(batch_size=100, max_concurrency=16)
+    state = MemoryTaskState()
+    sender, build = sender_for(state, max_concurrency=16)
+    sender.send_all(build(people(5000)))
+
+    assert len(sandbox.messages()) == 5000
+    assert 0 < state.largest <= STATE_VALUE_LIMIT
+    # 32 batches of 100 marked at once need two in-flight values.
+    assert "p2psms.inflight.1" in state.written
+    assert len([key for key in state.values if key.startswith("p2psms.sent.")]) > 1
+    reread = SendLedger(TaskStateKeyValueStore(state))
+    reread.load()
+    assert len(reread.sent) == 5000
+    assert reread.uncertain == set()
+    key = message_key(phone(0), "Hi user0, your code is C00000")
+    assert reread.sent[key][1] == phone(0)
+
+
+class DyingStore(MemoryTaskState):
+    """A store whose worker dies after a number of further writes."""
+
+    writes_left: int | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        if self.writes_left is not None:
+            if self.writes_left == 0:
+                raise SystemExit("worker died")
+            self.writes_left -= 1
+        super().set(key, value)
+
+
+def test_a_crash_between_two_in_flight_writes_never_loses_a_mark():
+    """Marks already written stay where they are, so a half-written update only ever adds marks."""
+    state = DyingStore()
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    first = list(range(1, 6001, 2))
+    ledger.mark_in_flight(first)
+    ledger.record({key: ["id", "0912"] for key in first[:2000]})
+    unanswered = set(first[2000:])
+
+    state.writes_left = 1
+    with pytest.raises(SystemExit):
+        ledger.mark_in_flight(range(2, 6002, 2))
+
+    reread = SendLedger(TaskStateKeyValueStore(state))
+    reread.load()
+    assert unanswered <= reread.uncertain
+    assert reread.sent.keys() == set(first[:2000])
+    assert reread.sent.keys().isdisjoint(reread.uncertain)
+
+
+class FailingDeletes(MemoryTaskState):
+    """A store that stops deleting after a number of deletes."""
+
+    deletes_left = 1
+
+    def delete(self, key: str) -> None:
+        if self.deletes_left == 0:
+            raise RuntimeError("state store unavailable")
+        self.deletes_left -= 1
+        super().delete(key)
+
+
+def test_a_clean_up_that_fails_half_way_leaves_a_readable_prefix_and_does_not_fail(caplog):
+    state = FailingDeletes()
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    ledger.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(1, 1501)})
+    chunks = sorted(state.values)
+    assert chunks == ["p2psms.sent.0", "p2psms.sent.1", "p2psms.sent.2"]
+    kept = sum(len(json.loads(state.values[name])) for name in chunks[:2])
+
+    with caplog.at_level(logging.WARNING):
+        ledger.clear()
+
+    assert sorted(state.values) == chunks[:2]
+    reread = SendLedger(TaskStateKeyValueStore(state))
+    reread.load()
+    assert len(reread.sent) == kept
+    assert "Could not delete the resume checkpoint 'p2psms.sent.1' (RuntimeError" in caplog.text
+
+
+def test_checkpoints_are_scoped_to_the_task_instance_and_its_map_index(tmp_path):
+    contexts = [task_context(MemoryTaskState()) for _ in range(2)]
+    for index, context in enumerate(contexts):
+        context["ti"].map_index = index
+    assert isinstance(checkpoint_store(contexts[0], None), TaskStateKeyValueStore)
+    stores = [checkpoint_store(context, f"file://{tmp_path}") for context in contexts]
+    ledger = SendLedger(stores[0])
+    ledger.load()
+    ledger.record({1: ["id-1", phone(1)]})
+
+    other = SendLedger(stores[1])
+    other.load()
+    assert other.sent == {}
+    again = SendLedger(stores[0])
+    again.load()
+    assert again.sent == {1: ["id-1", phone(1)]}
+    files = sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.json"))
+    assert files == ["reliability/manual__1/send/0/p2psms.sent.0.json"]
+
+
+# --------------------------------------------------------------------------- a real Airflow retry
+
+RESUME_DAG = """
+send_state = P2PSmsOperator(
+    task_id="send_state",
+    sms_conn_id="bitel_default",
+    sql=SQL,
+    sql_conn_id="recipients_db",
+    message=MESSAGE,
+    max_concurrency=4,
+    retries=2,
+    retry_delay=datetime.timedelta(seconds=0),
+    on_retry_callback=heal(FIRST_URL, {"fail_sends_after": None}, FIRST_SNAPSHOT),
+)
+send_files = P2PSmsOperator(
+    task_id="send_files",
+    sms_conn_id="bitel_other",
+    sql=SQL,
+    sql_conn_id="recipients_db",
+    message=MESSAGE,
+    max_concurrency=4,
+    checkpoint_path=CHECKPOINTS,
+    retries=2,
+    retry_delay=datetime.timedelta(seconds=0),
+    on_retry_callback=heal(OTHER_URL, {"fail_sends_after": None}, OTHER_SNAPSHOT, FOLDER),
+)
+P2PSmsDeliverySensor(
+    task_id="wait",
+    receipt=send_state.output,
+    sms_conn_id="bitel_status",
+    poke_interval=0.5,
+    timeout=120,
+)
+"""
+
+
+@pytest.mark.integration
+def test_hard_failure_then_airflow_retry_in_another_order(run_dag, sandbox, other_sandbox, tmp_path):
+    """
+    Sends fail for good after 4 batches; the retry reads the rows in reverse and finishes the job.
+
+    Two send tasks, one per checkpoint store (the task state store, and ``checkpoint_path`` files),
+    each on its own sandbox; the sensor tracks the first one's receipt through flaky status reads.
+    """
+    count = 500
+    rows = people(count)
+    database = write_people_db(tmp_path / "recipients.db", rows)
+    folder = tmp_path / "checkpoints"
+    snapshots = {"state": tmp_path / "state.json", "files": tmp_path / "files.json"}
+    for server in (sandbox, other_sandbox):
+        server.configure(fail_sends_after=4, retry_after_seconds=0.01)
+    sandbox.configure(status_5xx_rate=0.1, status_429_rate=0.1, status_drop_rate=0.05, seed=11)
+    fast = {"batch_size": 50, "retry_backoff": 0.01, "max_retries": 2}
+    env = {
+        **gateway_conn_env("bitel_default", "bitel", sandbox, DEFAULT_BITEL_TOKEN, **fast),
+        **gateway_conn_env("bitel_other", "bitel", other_sandbox, DEFAULT_BITEL_TOKEN, **fast),
+        **gateway_conn_env("bitel_status", "bitel", sandbox, DEFAULT_BITEL_TOKEN, retry_backoff=0.01, max_retries=12),
+        **sqlite_conn_env("recipients_db", database),
+    }
+    constants = {
+        "SQL": "SELECT phone, name, code FROM people ORDER BY {{ 'rowid' if ti.try_number == 1 else 'rowid DESC' }}",
+        "MESSAGE": MESSAGE,
+        "FIRST_URL": sandbox.url,
+        "OTHER_URL": other_sandbox.url,
+        "FIRST_SNAPSHOT": str(snapshots["state"]),
+        "OTHER_SNAPSHOT": str(snapshots["files"]),
+        "CHECKPOINTS": f"file://{folder}",
+        "FOLDER": str(folder),
+    }
+    body = RETRY_CALLBACK_SOURCE + "".join(f"{name} = {value!r}\n" for name, value in constants.items())
+    result = run_dag(body + textwrap.dedent(RESUME_DAG), env)
+
+    assert result.returncode == 0, result.output[-4000:]
+    for task_id in ("send_state", "send_files", "wait"):
+        assert result.state(task_id) == "success", (task_id, result.output[-4000:])
+    assert result.try_number("send_state") == 2
+    assert result.try_number("send_files") == 2
+
+    # Between the tries, the accepted batches were checkpointed (and nothing left in flight).
+    between = json.loads(snapshots["state"].read_text())
+    assert [entry["try"] for entry in between] == [1]
+    keys = [key for key, _ in between[0]["keys"]]
+    assert keys and all(key.startswith("p2psms.sent.") for key in keys), keys
+    assert all(size <= STATE_VALUE_LIMIT for _, size in between[0]["keys"])
+    files = json.loads(snapshots["files"].read_text())[0]["keys"]
+    assert files and all(name.startswith("p2psms.sent.") for name, _ in files), files
+    # ... and are gone after success.
+    assert state_store_keys(result.db, result.dag_id) == []
+    assert checkpoint_files(folder) == []
+
+    for task_id, server in (("send_state", sandbox), ("send_files", other_sandbox)):
+        messages = server.messages()
+        counts = sent_counts(server)
+        assert sorted(counts) == sorted(row["phone"] for row in rows), task_id
+        assert set(counts.values()) == {1}, task_id
+        # The first try batched the rows in table order; the retry batched the rest in reverse order.
+        first, retry = batches(server)[:4], batches(server)[4:]
+        in_table_order = [[phone(i) for i in range(start, start + 50)] for start in range(0, count, 50)]
+        assert all(batch in in_table_order for batch in first), task_id
+        done = {number for batch in first for number in batch}
+        rest = [phone(i) for i in reversed(range(count)) if phone(i) not in done]
+        assert sorted(retry) == sorted(rest[i : i + 50] for i in range(0, len(rest), 50)), task_id
+        receipt = result.xcom(task_id)
+        assert receipt["counts"]["sent"] == count
+        assert receipt["counts"]["resumed"] == 200
+        assert sorted(receipt["messages"]) == sorted([m["id"], m["recipient"]] for m in messages)
+        assert "DESC" in result.rendered(task_id)["sql"]
+
+    # The sensor saw every message, through 5xx, 429 and dropped status reads.
+    status_answers = [e["status"] for e in sandbox.requests() if e["kind"] == "status"]
+    assert {503, 429, None} <= set(status_answers)
+    report = result.xcom("wait")
+    assert report["total"] == count
+    assert report["counts"]["delivered"] == count
+    assert "exceeds configured max_value_storage_bytes" not in result.output
