@@ -108,7 +108,13 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
             from airflow_provider_p2psms.hooks.factory import get_sms_hook
 
             self._hook = get_sms_hook(self._conn_id(receipt))
-        tracker.poll(self._hook)
+        from airflow_provider_p2psms.exceptions import SmsGatewayUnavailable
+
+        try:
+            tracker.poll(self._hook)
+        except SmsGatewayUnavailable as error:
+            # An outage of the status API says nothing about delivery: the sensor's timeout bounds it.
+            self.log.warning("Could not read delivery states this time; trying again next poke. %s", error)
         self.log.info("Delivery so far: %s.", tracker.summary())
         if store is not None:
             store.set(_STATE_KEY, {"state": tracker.state(), "polls": tracker.polls})

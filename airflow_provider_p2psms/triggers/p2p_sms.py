@@ -54,7 +54,7 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
-        from airflow_provider_p2psms.exceptions import P2PSmsError
+        from airflow_provider_p2psms.exceptions import P2PSmsError, SmsGatewayUnavailable
         from airflow_provider_p2psms.hooks.factory import get_sms_hook
         from airflow_provider_p2psms.utils.delivery import DeliveryTracker
 
@@ -65,7 +65,12 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
             hook = await sync_to_async(get_sms_hook)(self.sms_conn_id)
             try:
                 while True:
-                    await sync_to_async(tracker.poll, thread_sensitive=False)(hook)
+                    try:
+                        await sync_to_async(tracker.poll, thread_sensitive=False)(hook)
+                    except SmsGatewayUnavailable as error:
+                        # An outage of the status API says nothing about delivery: the deferral's
+                        # timeout bounds it.
+                        self.log.warning("Could not read delivery states this time; trying again. %s", error)
                     self.log.info("Delivery so far: %s.", tracker.summary())
                     if tracker.all_final:
                         break

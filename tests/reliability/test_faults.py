@@ -328,12 +328,6 @@ def test_status_reads_ride_out_5xx_429_drops_and_timeouts(connect, gateway, capf
     assert ": ReadTimeout (ReadTimeoutError); retrying in" in capfd.readouterr().out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SmsGatewayUnavailable,
-    reason="A poke whose status reads exhaust the hook's retries fails the sensor before its timeout: "
-    "P2PSmsDeliverySensor.poke should log the error and return False (keep the tracker), see the report.",
-)
 def test_a_status_outage_longer_than_the_hook_retries_does_not_fail_the_sensor_early(connect):
     sandbox = connect(batch_size=10, max_retries=1)
     receipt = sent_receipt("bitel", 5)
