@@ -114,17 +114,26 @@ class ReceiptCounts(TypedDict):
 class SendReceipt(TypedDict):
     """What ``P2PSmsOperator`` returns through XCom, and what ``P2PSmsDeliverySensor`` reads.
 
-    ``messages`` holds one ``[message_id, recipient]`` pair per accepted message, in wire format.
-    ``problems`` holds at most a few hundred masked examples of invalid rows and uncertain
-    messages, for the log and the UI; the counts are exact.
+    ``messages`` packs one line ``"<message id> <recipient>"`` per accepted message (recipient in
+    wire format), lines joined by ``"\\n"``: one string instead of a list per message keeps a receipt
+    of hundreds of thousands of messages small and cheap to store. Read it with
+    :func:`receipt_messages`. ``problems`` holds at most a few hundred masked examples of invalid
+    rows and uncertain messages, for the log and the UI; the counts are exact.
     """
 
     version: int
     provider: str
     sms_conn_id: str
     counts: ReceiptCounts
-    messages: list[list[str]]
+    messages: str
     problems: list[str]
+
+
+def receipt_messages(messages: str | list[list[str]]) -> list[list[str]]:
+    """``[message_id, recipient]`` pairs from a receipt's ``messages`` (packed or already a list)."""
+    if isinstance(messages, str):
+        return [line.split(" ", 1) for line in messages.split("\n") if line]
+    return [list(pair) for pair in messages]
 
 
 class DeliveryReport(TypedDict):

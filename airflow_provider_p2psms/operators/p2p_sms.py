@@ -342,7 +342,7 @@ class P2PSmsOperator(BaseOperator):
             "provider": hook.conn_type,
             "sms_conn_id": self.sms_conn_id,
             "counts": counts,
-            "messages": [],
+            "messages": "",
             "problems": builder.problems,
         }
         if not count:

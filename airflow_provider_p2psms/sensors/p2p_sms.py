@@ -134,7 +134,7 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
         from airflow_provider_p2psms.utils.recipients import parse_rendered
 
         receipt = parse_rendered(self.receipt, "receipt") if isinstance(self.receipt, str) else self.receipt
-        if not isinstance(receipt, Mapping) or not isinstance(receipt.get("messages"), list):
+        if not isinstance(receipt, Mapping) or not isinstance(receipt.get("messages"), str | list):
             raise SmsInputError(
                 "receipt must be the send receipt of a P2PSmsOperator (a dict with 'messages'), e.g. "
                 f"receipt=send.output; got {type(receipt).__name__}."
@@ -165,9 +165,10 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
         from airflow_provider_p2psms.utils.delivery import DeliveryTracker
 
         saved = store.get(_STATE_KEY) if store is not None else None
-        if isinstance(saved, dict) and len(saved.get("state", "")) == len(receipt["messages"]):
+        tracker = self._new_tracker(receipt)
+        if isinstance(saved, dict) and len(saved.get("state", "")) == len(tracker.messages):
             return DeliveryTracker(receipt["messages"], state=saved["state"], polls=int(saved.get("polls", 0)))
-        return self._new_tracker(receipt)
+        return tracker
 
     def _finish(self, tracker: DeliveryTracker, receipt: SendReceipt) -> DeliveryReport:
         report = tracker.report(receipt.get("provider", ""), self._conn_id(receipt))

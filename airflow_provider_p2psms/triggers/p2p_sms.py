@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -17,7 +17,7 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     ``{"status": "error", "message": ..., "state": ...}`` if the gateway could not be read.
 
     :param sms_conn_id: the SMS connection.
-    :param messages: ``[message_id, recipient]`` pairs from the send receipt.
+    :param messages: the send receipt's ``messages`` (packed lines, or ``[message_id, recipient]`` pairs).
     :param poke_interval: seconds between polls.
     :param state: the tracker state to start from (see ``DeliveryTracker``).
     :param polls: polls already made.
@@ -27,14 +27,14 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
         self,
         *,
         sms_conn_id: str,
-        messages: Sequence[Sequence[str]],
+        messages: str | list[list[str]],
         poke_interval: float = 60.0,
         state: str | None = None,
         polls: int = 0,
     ) -> None:
         super().__init__()
         self.sms_conn_id = sms_conn_id
-        self.messages = [list(message) for message in messages]
+        self.messages = messages
         self.poke_interval = float(poke_interval)
         self.state = state
         self.polls = polls

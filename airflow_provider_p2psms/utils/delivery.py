@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_p2psms.models import DeliveryReport, DeliveryStatus, SmsReceipt
+from airflow_provider_p2psms.models import DeliveryReport, DeliveryStatus, SmsReceipt, receipt_messages
 from airflow_provider_p2psms.utils.phone import mask_phone
 
 if TYPE_CHECKING:
@@ -45,16 +45,18 @@ class DeliveryTracker:
     """
     The delivery states of a receipt's messages, and the polling that updates them.
 
-    :param messages: ``[message_id, recipient]`` pairs, as in the send receipt.
+    :param messages: the send receipt's ``messages`` (packed, or ``[message_id, recipient]`` pairs).
     :param state: a string from :meth:`state` of an earlier tracker of the same messages.
     :param polls: how many polls that earlier tracker had made.
     """
 
-    def __init__(self, messages: Sequence[Sequence[str]], state: str | None = None, polls: int = 0) -> None:
-        self.messages = messages
-        if state is not None and len(state) != len(messages):
-            raise ValueError(f"a tracker state of {len(state)} letters cannot describe {len(messages)} messages")
-        self.statuses = [_STATUS[letter] for letter in state] if state else [DeliveryStatus.PENDING] * len(messages)
+    def __init__(self, messages: str | list[list[str]], state: str | None = None, polls: int = 0) -> None:
+        self.messages = receipt_messages(messages)
+        if state is not None and len(state) != len(self.messages):
+            raise ValueError(f"a tracker state of {len(state)} letters cannot describe {len(self.messages)} messages")
+        self.statuses = (
+            [_STATUS[letter] for letter in state] if state else [DeliveryStatus.PENDING] * len(self.messages)
+        )
         self.polls = polls
 
     def state(self) -> str:

@@ -10,10 +10,17 @@ The order of events for every batch is what makes retries safe:
 
 A batch whose answer never came stays in flight: a retry treats it as uncertain. If the worker
 itself dies, batches accepted since the last flush are uncertain too, never resent by default.
+
+Three kinds of threads keep the gateway busy: a feeder reads rows, builds the next group of batches
+and has it marked while the current group is on the wire; the senders (``max_concurrency`` of them)
+make the requests; one ledger thread makes every checkpoint write, in order, so that a slow store
+(the task state store answers in about 20 ms) never holds up a request.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
@@ -47,6 +54,10 @@ _REFUSED = (SmsAuthenticationError, SmsConfigurationError, SmsGatewayUnavailable
 FLUSH_SECONDS = 1.0
 PROGRESS_SECONDS = 5.0
 
+#: Groups the feeder may prepare ahead of the senders.
+_GROUPS_AHEAD = 2
+_END = object()
+
 
 class BatchSender:
     """
@@ -76,7 +87,9 @@ class BatchSender:
         self.resend_uncertain = resend_uncertain
         self.send_time = send_time
         self.log = log
-        self.accepted: list[list[str]] = []
+        #: Accepted messages, as ``"<message id> <recipient>"`` lines joined per batch: see ``SendReceipt``.
+        self.accepted: list[str] = []
+        self.accepted_count = 0
         self.resumed = 0
         self.uncertain_keys: set[int] = set()
         self.problems: list[str] = []
@@ -84,6 +97,8 @@ class BatchSender:
         self._to_release: list[int] = []
         self._read_earlier: set[int] = set()
         self._fatal: BaseException | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2psms-ledger")
+        self._writes: list[Future[None]] = []
         self._last_flush = self._last_progress = self._started = time.monotonic()
 
     def send_all(self, messages: Iterator[tuple[int, OutgoingSms]]) -> None:
@@ -94,14 +109,23 @@ class BatchSender:
         # loop (a fatal answer, a timeout or SIGTERM raised in this thread), they provably did not go
         # out, so they are released: left marked, a retry would take them for uncertain.
         unsent: list[int] = []
+        feed: queue.Queue[Any] = queue.Queue(maxsize=_GROUPS_AHEAD)
+        stop = threading.Event()
+        feeder = threading.Thread(
+            target=self._feed, args=(messages, window, feed, stop), name="p2psms-prepare", daemon=True
+        )
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="p2psms-send")
+        feeder.start()
         try:
-            batches = _batched(self._fresh(messages), self.hook.batch_size)
-            while self._fatal is None and (group := list(islice(batches, window))):
-                # Recording what was accepted first keeps the in-flight value small.
-                self._flush()
+            while self._fatal is None:
+                item = feed.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                group, marked = item
                 unsent = [key for batch in group for key, _ in batch]
-                self.ledger.mark_in_flight(unsent)
+                marked.result()  # the marks are durable before any of these messages leaves
                 for batch in group:
                     while len(in_flight) >= self.max_concurrency:
                         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -113,21 +137,55 @@ class BatchSender:
                     del unsent[: len(batch)]
                     self._tick()
         finally:
+            stop.set()
             self._to_release.extend(unsent)
+            self._release_queued(feed, feeder)
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 self._collect(done, in_flight)
             pool.shutdown(wait=True)
             self._flush()
+            self._writer.shutdown(wait=True)
+        for write in self._writes:
+            write.result()  # a checkpoint that could not be written must not pass unnoticed
         if self._fatal is not None:
-            sent = len(self.accepted)
             self.log.error(
                 "Stopped after %d messages were accepted; nothing after the failure was sent. "
                 "A retry of this task resumes where this try stopped.",
-                sent,
+                self.accepted_count,
             )
             raise self._fatal
         self._merge_unread()
+
+    def _feed(
+        self, messages: Iterator[tuple[int, OutgoingSms]], window: int, feed: queue.Queue[Any], stop: threading.Event
+    ) -> None:
+        """Build groups of batches and have them marked in flight, ahead of the senders (feeder thread)."""
+        try:
+            batches = _batched(self._fresh(messages), self.hook.batch_size)
+            while not stop.is_set() and (group := list(islice(batches, window))):
+                keys = [key for batch in group for key, _ in batch]
+                marked = self._writer.submit(self.ledger.mark_in_flight, keys)
+                if not _put(feed, (group, marked), stop):
+                    # Marked, but the senders stopped before taking it: it never goes out.
+                    self._writes.append(self._writer.submit(self.ledger.record, {}, keys))
+                    return
+        except BaseException as error:
+            _put(feed, error, stop)
+            return
+        _put(feed, _END, stop)
+
+    def _release_queued(self, feed: queue.Queue[Any], feeder: threading.Thread) -> None:
+        """Release the groups the feeder prepared that were never sent, and wait for the feeder to end."""
+        while feeder.is_alive() or not feed.empty():
+            try:
+                item = feed.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, tuple):
+                group, _ = item
+                self._to_release.extend(key for batch in group for key, _ in batch)
+        feeder.join()
 
     def _fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
         """Leave out what an earlier try had accepted (or left uncertain, unless resending)."""
@@ -136,7 +194,7 @@ class BatchSender:
             receipt = earlier.get(key)
             if receipt is not None:
                 self.resumed += 1
-                self.accepted.append(receipt)
+                self._accept([receipt])
                 self._read_earlier.add(key)
             elif key in uncertain:
                 self._read_earlier.add(key)
@@ -159,7 +217,7 @@ class BatchSender:
         for key, receipt in self.ledger.sent.items():
             if key not in self._read_earlier:
                 self.resumed += 1
-                self.accepted.append(receipt)
+                self._accept([receipt])
         for key in self.ledger.uncertain:
             if key not in self._read_earlier:
                 unread += 1
@@ -188,11 +246,14 @@ class BatchSender:
                 self.uncertain_keys.update(keys)
                 self._fatal = self._fatal or error
             else:
-                for (key, _), receipt in zip(batch, receipts, strict=True):
-                    pair = [receipt.message_id, receipt.recipient]
-                    self._to_record[key] = pair
-                    self.accepted.append(pair)
+                pairs = [[receipt.message_id, receipt.recipient] for receipt in receipts]
+                self._to_record.update(zip(keys, pairs, strict=True))
+                self._accept(pairs)
         self._tick()
+
+    def _accept(self, pairs: list[list[str]]) -> None:
+        self.accepted.append("\n".join(f"{message_id} {recipient}" for message_id, recipient in pairs))
+        self.accepted_count += len(pairs)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -200,17 +261,18 @@ class BatchSender:
             self._flush()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
-            rate = (len(self.accepted) - self.resumed) / max(now - self._started, 1e-9)
+            rate = (self.accepted_count - self.resumed) / max(now - self._started, 1e-9)
             self.log.info(
                 "Progress: %d messages accepted, %d uncertain (%.0f messages/s).",
-                len(self.accepted),
+                self.accepted_count,
                 len(self.uncertain_keys),
                 rate,
             )
 
     def _flush(self) -> None:
+        """Hand what was accepted or released since the last flush to the ledger thread."""
         if self._to_record or self._to_release:
-            self.ledger.record(self._to_record, self._to_release)
+            self._writes.append(self._writer.submit(self.ledger.record, self._to_record, self._to_release))
             self._to_record = {}
             self._to_release = []
         self._last_flush = time.monotonic()
@@ -225,7 +287,7 @@ class BatchSender:
 
         counts = ReceiptCounts(
             requested=builder.requested,
-            sent=len(self.accepted),
+            sent=self.accepted_count,
             resumed=self.resumed,
             invalid=builder.invalid,
             duplicate=builder.duplicate,
@@ -237,9 +299,20 @@ class BatchSender:
             "provider": self.hook.conn_type,
             "sms_conn_id": sms_conn_id,
             "counts": counts,
-            "messages": self.accepted,
+            "messages": "\n".join(chunk for chunk in self.accepted if chunk),
             "problems": (builder.problems + self.problems)[:MAX_PROBLEMS],
         }
+
+
+def _put(feed: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Queue ``item`` unless the senders stop first; return whether it was queued."""
+    while not stop.is_set():
+        try:
+            feed.put(item, timeout=0.05)
+        except queue.Full:
+            continue
+        return True
+    return False
 
 
 def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

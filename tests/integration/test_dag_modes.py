@@ -112,7 +112,7 @@ def test_dry_run_renders_and_validates_but_sends_nothing(run_dag, sandbox):
     assert receipt["counts"]["invalid"] == 1
     assert receipt["counts"]["duplicate"] == 1
     assert receipt["counts"]["sent"] == 0
-    assert receipt["messages"] == []
+    assert receipt["messages"] == ""
     assert "Dry run sample: 0912***4567 <- 'Hello 09121234567'" not in result.output
     assert "Dry run sample: 0912***4567" in result.output
     assert "Nothing was sent" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_p2psms.models import receipt_messages
 from tests.helpers import GATEWAYS, connection_env
 
 
@@ -44,7 +45,7 @@ def test_xcom_rows_are_sent_one_text_each_and_delivered(run_dag, sandbox, gatewa
     receipt = result.xcom("send")
     assert receipt["provider"] == gateway
     assert receipt["counts"]["sent"] == 2
-    assert {m[1] for m in receipt["messages"]} == {r for r, _ in received}
+    assert {m[1] for m in receipt_messages(receipt["messages"])} == {r for r, _ in received}
     report = result.xcom("wait")
     assert report["counts"]["delivered"] == 2
     assert report["delivered_ratio"] == 1.0

@@ -332,7 +332,7 @@ def test_a_query_with_no_rows_follows_on_empty(recipients_db, connect, on_empty)
             operator.execute(task_context(MemoryTaskState()))
     else:
         receipt = operator.execute(task_context(MemoryTaskState()))
-        assert receipt["messages"] == []
+        assert receipt["messages"] == ""
         assert receipt["counts"]["requested"] == 0
     assert sandbox.requests() == []
 
