@@ -432,9 +432,7 @@ def test_a_200_without_one_outbox_id_per_text_is_an_uncertain_send(monkeypatch, 
 def test_test_connection_accepts_the_right_key(connect, sandbox):
     ok, message = connect().test_connection()
     assert ok is True
-    assert message == (
-        f"IPPanel accepted the API key at {sandbox.ippanel_url}. Credit: 1000000.0."
-    )
+    assert message == f"IPPanel accepted the API key at {sandbox.ippanel_url}. Credit: 1000000.0."
     assert routes(sandbox) == ["/v1/api/payment/credit/mine"]
 
 
