@@ -22,7 +22,7 @@ from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_TOKEN, DEFAULT_IPPANEL_KEY
 from airflow_provider_p2psms.sensors.p2p_sms import P2PSmsDeliverySensor
 from airflow_provider_p2psms.utils.phone import mask_phone
-from tests.helpers import GATEWAYS
+from tests.helpers import GATEWAYS, needs_dags_test_retries
 from tests.reliability.support import (
     RETRY_CALLBACK_SOURCE,
     MemoryTaskState,
@@ -62,6 +62,7 @@ def dag_source(constants: dict[str, Any], tasks: str) -> str:
 # --------------------------------------------------------------------------- random faults, real Airflow
 
 
+@needs_dags_test_retries
 @pytest.mark.integration
 def test_random_faults_over_3000_recipients_lose_and_duplicate_nobody(run_dag, sandbox, tmp_path):
     """
@@ -165,6 +166,7 @@ P2PSmsOperator(
 """
 
 
+@needs_dags_test_retries
 @pytest.mark.integration
 def test_a_dropped_batch_is_resent_only_with_on_uncertain_resend(run_dag, sandbox, other_sandbox, tmp_path):
     """

@@ -28,7 +28,7 @@ from airflow_provider_p2psms.utils.checkpoint import (
 )
 from airflow_provider_p2psms.utils.recipients import MessageBuilder
 from airflow_provider_p2psms.utils.sending import BatchSender
-from tests.helpers import GATEWAYS
+from tests.helpers import GATEWAYS, needs_dags_test_retries
 from tests.reliability.support import (
     RETRY_CALLBACK_SOURCE,
     STATE_VALUE_LIMIT,
@@ -381,6 +381,7 @@ P2PSmsDeliverySensor(
 """
 
 
+@needs_dags_test_retries
 @pytest.mark.integration
 def test_hard_failure_then_airflow_retry_in_another_order(run_dag, sandbox, other_sandbox, tmp_path):
     """

@@ -38,12 +38,14 @@ INSPECT_PROVIDERS_MANAGER = textwrap.dedent(
     widgets = {
         key: {"hook": w.hook_class_name, "package": w.package_name, "field_name": w.field_name,
               "field": w.field, "sensitive": w.is_sensitive}
-        for key, w in manager._connection_form_widgets_from_metadata.items()
+        # Airflow 3.2+ only: the form built from provider info, before any hook is imported.
+        for key, w in getattr(manager, "_connection_form_widgets_from_metadata", {}).items()
         if key.startswith(("extra__bitel__", "extra__ippanel__"))
     }
-    behaviours = {t: manager._field_behaviours_from_metadata.get(t) for t in ("bitel", "ippanel")}
+    behaviours = {t: getattr(manager, "_field_behaviours_from_metadata", {}).get(t) for t in ("bitel", "ippanel")}
     ui = {m.connection_type: [m.hook_name, m.hook_class_name, m.field_behaviour]
-          for m in manager.iter_connection_type_hook_ui_metadata() if m.connection_type in ("bitel", "ippanel")}
+          for m in getattr(manager, "iter_connection_type_hook_ui_metadata", lambda: [])()
+          if m.connection_type in ("bitel", "ippanel")}
     imported_by_metadata = own_hook_modules()
 
     with warnings.catch_warnings(record=True) as caught:
@@ -52,7 +54,7 @@ INSPECT_PROVIDERS_MANAGER = textwrap.dedent(
         hook = {"class": info.hook_class_name, "conn_id_attribute": info.connection_id_attribute_name,
                 "name": info.hook_name, "package": info.package_name, "testable": info.connection_testable}
         imported_by_hook = own_hook_modules()
-        same_after_import = (manager.field_behaviours["ippanel"] == behaviours["ippanel"]
+        same_after_import = not widgets or (manager.field_behaviours["ippanel"] == behaviours["ippanel"]
                              and sorted(k for k in manager.connection_form_widgets if "__bitel__" in k)
                              == sorted(k for k in widgets if "__bitel__" in k))
     print(json.dumps({
