@@ -1,0 +1,329 @@
+"""The benchmark scenarios: each runs ours and its baseline in the same run and returns table rows.
+
+A row is ``Row(scenario, ours, baseline, ratio, goal, passed)``; ``passed`` is ``None`` when the
+row only informs. Every scenario also returns its raw numbers, written to ``bench/results``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from harness import BENCH_DIR, BenchError, receipt_pairs
+
+if TYPE_CHECKING:
+    from harness import AirflowHome, DagRun, Sandbox
+
+BITEL_STATUS_ROUTE = "GET /api/v2/sms/status/{id}"
+IPPANEL_REPORT_ROUTES = ("GET /v1/api/report/recipients", "GET /v1/api/report/by_bulk")
+
+
+@dataclass
+class Row:
+    scenario: str
+    ours: str
+    baseline: str
+    ratio: float | None
+    goal: str
+    passed: bool | None
+
+
+@dataclass
+class Result:
+    name: str
+    rows: list[Row]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "rows": [asdict(row) for row in self.rows], "raw": self.raw}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is: the full suite, or the ``--quick`` smoke run."""
+
+    send: int
+    memory_small: int
+    memory_large: int
+    polling: int
+    parse_runs: int
+    repeat: int
+
+    @property
+    def tables(self) -> list[int]:
+        return sorted({self.send, self.memory_small, self.memory_large, self.polling})
+
+
+FULL = Sizes(send=20_000, memory_small=20_000, memory_large=200_000, polling=2_000, parse_runs=9, repeat=2)
+QUICK = Sizes(send=2_000, memory_small=2_000, memory_large=20_000, polling=200, parse_runs=3, repeat=1)
+
+SEND_LATENCY_MS = 50.0
+DELIVERY_SECONDS = 3.0
+
+
+def _table(size: int) -> dict[str, str]:
+    return {"table": f"recipients_{size}"}
+
+
+def _check_sent(home: AirflowHome, sandbox: Sandbox, run: DagRun, expected: int, *, receipt: bool = True) -> None:
+    """Check that everything went out: the sandbox has every message, and the receipt counts them."""
+    got = sandbox.stats()["messages"]
+    if got != expected:
+        raise BenchError(f"{run.dag_id}: the sandbox received {got} messages, {expected} were expected")
+    if receipt:
+        counts = (home.xcom(run, "send") or {}).get("counts", {})
+        if counts.get("sent") != expected:
+            raise BenchError(f"{run.dag_id}: the receipt counts {counts} for {expected} recipients")
+
+
+def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
+    """``P2PSmsOperator`` at concurrency 4 and 8 against the naive loop, all with 50 ms per request."""
+    from airflow_provider_p2psms.hooks.bitel import BitelHook
+
+    n = sizes.send
+    batch = BitelHook.max_batch_size
+    rates: dict[str, list[float]] = {"naive": [], "c4": [], "c8": []}
+    dags = {"naive": "p2psms_bench_naive_send", "c4": "p2psms_bench_send_c4", "c8": "p2psms_bench_send_c8"}
+    for _ in range(sizes.repeat):
+        for label, dag_id in dags.items():
+            sandbox.reset(latency_ms=SEND_LATENCY_MS)
+            run = home.run_dag(dag_id, _table(n)).check("send")
+            _check_sent(home, sandbox, run, n, receipt=label != "naive")
+            rates[label].append(n / run.task_seconds("send"))
+    ceiling = {}
+    for concurrency in (4, 8):
+        sandbox.reset(latency_ms=SEND_LATENCY_MS)
+        ceiling[f"c{concurrency}"] = _transport_ceiling(home, n, concurrency)
+    best = {label: max(values) for label, values in rates.items()}
+    limits = {label: batch * concurrency / (SEND_LATENCY_MS / 1000) for label, concurrency in (("c4", 4), ("c8", 8))}
+    vs_naive = best["c4"] / best["naive"]
+    rows = [
+        Row(
+            f"Send {n:,} (SQLite → sandbox, 50 ms/request): ours c=4 vs naive loop",
+            f"{best['c4']:,.0f} msg/s",
+            f"{best['naive']:,.0f} msg/s (naive)",
+            vs_naive,
+            "≥ 4.0×",
+            vs_naive >= 4.0,
+        )
+    ]
+    for label, concurrency in (("c4", 4), ("c8", 8)):
+        ratio = best[label] / limits[label]
+        rows.append(
+            Row(
+                f"Send {n:,}: ours c={concurrency} vs limit {batch}×{concurrency}/50 ms",
+                f"{best[label]:,.0f} msg/s",
+                f"{limits[label]:,.0f} msg/s (limit)",
+                ratio,
+                "≥ 0.8×",
+                ratio >= 0.8,
+            )
+        )
+    for label, concurrency in (("c4", 4), ("c8", 8)):
+        rows.append(
+            Row(
+                f"Transport ceiling: BitelHook.send_batch alone, {n:,} prebuilt messages, c={concurrency}",
+                f"{ceiling[label]:,.0f} msg/s",
+                f"{limits[label]:,.0f} msg/s (limit)",
+                ceiling[label] / limits[label],
+                "info",
+                None,
+            )
+        )
+    raw = {"recipients": n, "rates_msg_per_s": rates, "limits_msg_per_s": limits, "ceiling_msg_per_s": ceiling}
+    return Result("send", rows, raw)
+
+
+def _transport_ceiling(home: AirflowHome, n: int, concurrency: int) -> float:
+    """Messages per second of the hook alone (``bench/transport_ceiling.py``): what no operator can beat here."""
+    result = subprocess.run(
+        [home.python, str(BENCH_DIR / "transport_ceiling.py"), "--messages", str(n), "--concurrency", str(concurrency)],
+        env=home.env,
+        cwd=home.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"transport_ceiling.py failed:\n{result.stderr[-2000:]}")
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["messages_per_second"])
+
+
+def memory(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
+    """Peak RSS of the ``dags test`` process (the task runs in it) sending the small and the large table."""
+    peaks: dict[int, int] = {}
+    execute_peaks: dict[int, int | None] = {}
+    seconds: dict[int, float] = {}
+    for n in (sizes.memory_small, sizes.memory_large):
+        sandbox.reset(latency_ms=0)
+        run = home.run_dag("p2psms_bench_send_c4", _table(n), timeout=900).check("send")
+        _check_sent(home, sandbox, run, n)
+        peak = run.max_rss_kb or run.sampled_peak_rss_kb()
+        if peak is None:
+            raise BenchError("no peak RSS: neither /usr/bin/time nor psutil is available")
+        peaks[n] = peak
+        execute_peaks[n] = run.execute_peak_rss_kb("send")
+        seconds[n] = run.task_seconds("send")
+    small, large = sizes.memory_small, sizes.memory_large
+    ratio = peaks[large] / peaks[small]
+    rows = [
+        Row(
+            f"Peak RSS of the task, {large:,} vs {small:,} recipients from SQL (latency 0)",
+            f"{peaks[large] / 1024:,.0f} MB",
+            f"{peaks[small] / 1024:,.0f} MB ({small:,})",
+            ratio,
+            "≤ 1.3×",
+            ratio <= 1.3,
+        )
+    ]
+    if execute_peaks[small] and execute_peaks[large]:
+        rows.append(
+            Row(
+                "… of which inside execute(), before Airflow pushes the receipt as XCom (sampled every 50 ms)",
+                f"{execute_peaks[large] / 1024:,.0f} MB",
+                f"{execute_peaks[small] / 1024:,.0f} MB ({small:,})",
+                execute_peaks[large] / execute_peaks[small],
+                "info",
+                None,
+            )
+        )
+    raw = {"peak_rss_kb": peaks, "execute_peak_rss_kb": execute_peaks, "send_seconds": seconds}
+    return Result("memory", rows, raw)
+
+
+def _status_requests(stats: dict[str, Any], routes: tuple[str, ...]) -> int:
+    return sum(stats["by_route"].get(route, 0) for route in routes)
+
+
+def _extra_report_pages(requests: list[dict[str, Any]]) -> int:
+    """Recipients-report requests for a page after the first: a big outbox needs them, whoever polls."""
+    extra = 0
+    for request in requests:
+        if request.get("route") == "/v1/api/report/recipients":
+            page = parse_qs(urlsplit(request["path"]).query).get("page", ["1"])[0]
+            extra += page != "1"
+    return extra
+
+
+def polling(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
+    """Status requests of ``P2PSmsDeliverySensor`` and of a naive PythonSensor, messages final after 3 s."""
+    n = sizes.polling
+    counted: dict[str, dict[str, Any]] = {}
+    for gateway, routes in (("bitel", (BITEL_STATUS_ROUTE,)), ("ippanel", IPPANEL_REPORT_ROUTES)):
+        for label in ("ours", "naive"):
+            dag_id = f"p2psms_bench_track_{gateway}" if label == "ours" else f"p2psms_bench_naive_track_{gateway}"
+            sandbox.reset(latency_ms=0, delivery_seconds=DELIVERY_SECONDS)
+            run = home.run_dag(dag_id, _table(n)).check("send", "wait")
+            _check_sent(home, sandbox, run, n)
+            stats = sandbox.stats()
+            messages = receipt_pairs(home.xcom(run, "send"))
+            entry = {
+                "requests": _status_requests(stats, routes),
+                "by_route": stats["by_route"],
+                "messages": len(messages),
+                "outbox_ids": len({message_id for message_id, _ in messages}),
+            }
+            if gateway == "ippanel":
+                entry["extra_pages"] = _extra_report_pages(sandbox.requests())
+            counted[f"{gateway}_{label}"] = entry
+    rows = []
+    ours, naive = counted["bitel_ours"], counted["bitel_naive"]
+    per_message = ours["requests"] / n
+    rows.append(
+        Row(
+            f"Bitel status requests, {n:,} messages final 3 s after acceptance (poke 1 s)",
+            f"{ours['requests']:,} ({per_message:.2f}/msg)",
+            f"{naive['requests']:,} ({naive['requests'] / n:.2f}/msg, naive)",
+            per_message,
+            "≤ 1.2/msg",
+            per_message <= 1.2,
+        )
+    )
+    ours, naive = counted["ippanel_ours"], counted["ippanel_naive"]
+    per_id = (ours["requests"] - ours["extra_pages"]) / ours["outbox_ids"]
+    naive_per_id = (naive["requests"] - naive["extra_pages"]) / naive["outbox_ids"]
+    rows.append(
+        Row(
+            f"IPPanel report requests per outbox id, {ours['outbox_ids']:,} ids (extra pages: {ours['extra_pages']})",
+            f"{ours['requests']:,} ({per_id:.2f}/id)",
+            f"{naive['requests']:,} ({naive_per_id:.2f}/id, naive)",
+            per_id,
+            "≤ 1.2/id + pages",
+            per_id <= 1.2,
+        )
+    )
+    return Result("polling", rows, {"messages": n, "counted": counted})
+
+
+_IMPORT_PROBE = """
+import json, sys, time
+started = time.perf_counter()
+import airflow.sdk
+sdk = time.perf_counter()
+for name in sys.argv[1:]:
+    __import__(name)
+print(json.dumps([sdk - started, time.perf_counter() - sdk]))
+"""
+
+PARSE_TARGETS = {
+    "ours": ("airflow_provider_p2psms.operators.p2p_sms", "airflow_provider_p2psms.sensors.p2p_sms"),
+    "common_sql": ("airflow.providers.common.sql.operators.sql",),
+    "http": ("airflow.providers.http.operators.http",),
+}
+
+
+def _import_seconds(home: AirflowHome, modules: tuple[str, ...]) -> float | None:
+    """Seconds ``modules`` add after ``import airflow.sdk`` in a fresh interpreter, or None if not installed."""
+    result = subprocess.run(
+        [home.python, "-c", _IMPORT_PROBE, *modules],
+        env=home.env,
+        cwd=home.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        if "ModuleNotFoundError" in result.stderr:
+            return None
+        raise BenchError(f"importing {modules} failed:\n{result.stderr[-2000:]}")
+    return float(result.stdout.strip().splitlines()[-1].strip("[]").split(",")[1])
+
+
+def parse_cost(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
+    """Median import time of the operator and sensor modules after ``airflow.sdk``, next to common.sql's."""
+    samples: dict[str, list[float]] = {name: [] for name in PARSE_TARGETS}
+    missing: set[str] = set()
+    for _ in range(sizes.parse_runs):
+        for name, modules in PARSE_TARGETS.items():
+            if name in missing:
+                continue
+            seconds = _import_seconds(home, modules)
+            if seconds is None:
+                missing.add(name)
+            else:
+                samples[name].append(seconds)
+    median_ms = {name: statistics.median(values) * 1000 for name, values in samples.items() if values}
+    references = ", ".join(
+        f"{'common.sql' if name == 'common_sql' else name} {median_ms[name]:.0f} ms"
+        for name in ("common_sql", "http")
+        if name in median_ms
+    )
+    ours = median_ms["ours"]
+    row = Row(
+        "DAG-parse cost: import operator + sensor after airflow.sdk (median)",
+        f"{ours:.0f} ms",
+        f"{references} (reference)",
+        ours / median_ms["common_sql"],
+        "≤ 30 ms",
+        ours <= 30.0,
+    )
+    return Result("parse", [row], {"runs": sizes.parse_runs, "samples_s": samples, "median_ms": median_ms})
+
+
+SCENARIOS = {"send": send_throughput, "memory": memory, "polling": polling, "parse": parse_cost}
