@@ -1,8 +1,9 @@
 """The benchmark's plumbing: a throwaway Airflow home, the sandbox API process, and DAG runs measured from outside.
 
 A DAG run is ``airflow dags test`` in a subprocess (``dags test`` runs its tasks in that same
-process), wrapped in ``/usr/bin/time`` for the peak RSS; task times come from the task instances'
-start and end dates in the metadata database, so Airflow's start-up is left out of every rate.
+process), wrapped in ``/usr/bin/time`` for the peak RSS. A task's time runs from the start of its
+``execute()`` (marked by the DAG's ``pre_execute`` hook) to its task instance's end date in the
+metadata database, so Airflow's start-up is left out of every rate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -222,9 +223,9 @@ def receipt_pairs(receipt: dict[str, Any]) -> list[tuple[str, str]]:
 def _parse_date(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    # Airflow keeps UTC; SQLite hands it back without an offset.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _sample_rss(process: subprocess.Popen[str], samples: list[tuple[float, int]]) -> None:

@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     report = render_report(command, args.quick, machine, elapsed, results, loads)
     print()
     print(report)
-    for name, error in errors.items():
-        print(f"\n{name}: could not run: {error[:500]}")
+    for name, problem in errors.items():
+        print(f"\n{name}: could not run: {problem[:500]}")
     write_results(args.results, args.quick, report, machine, results, errors, loads, command, elapsed)
     if errors:
         return 2

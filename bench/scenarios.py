@@ -52,6 +52,7 @@ class Sizes:
     polling: int
     parse_runs: int
     repeat: int
+    concurrencies: tuple[int, ...] = (4, 8)
 
     @property
     def tables(self) -> list[int]:
@@ -59,9 +60,13 @@ class Sizes:
 
 
 FULL = Sizes(send=20_000, memory_small=20_000, memory_large=200_000, polling=2_000, parse_runs=9, repeat=2)
-QUICK = Sizes(send=2_000, memory_small=2_000, memory_large=20_000, polling=200, parse_runs=3, repeat=1)
+QUICK = Sizes(
+    send=2_000, memory_small=2_000, memory_large=20_000, polling=200, parse_runs=1, repeat=1, concurrencies=(4,)
+)
 
 SEND_LATENCY_MS = 50.0
+#: Messages per send request: Bitel's maximum, which the bench connection does not lower.
+BATCH_SIZE = 100
 DELIVERY_SECONDS = 3.0
 
 
@@ -82,12 +87,11 @@ def _check_sent(home: AirflowHome, sandbox: Sandbox, run: DagRun, expected: int,
 
 def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
     """``P2PSmsOperator`` at concurrency 4 and 8 against the naive loop, all with 50 ms per request."""
-    from airflow_provider_p2psms.hooks.bitel import BitelHook
-
     n = sizes.send
-    batch = BitelHook.max_batch_size
-    rates: dict[str, list[float]] = {"naive": [], "c4": [], "c8": []}
-    dags = {"naive": "p2psms_bench_naive_send", "c4": "p2psms_bench_send_c4", "c8": "p2psms_bench_send_c8"}
+    batch = BATCH_SIZE
+    dags = {"naive": "p2psms_bench_naive_send"}
+    dags.update({f"c{concurrency}": f"p2psms_bench_send_c{concurrency}" for concurrency in sizes.concurrencies})
+    rates: dict[str, list[float]] = {label: [] for label in dags}
     for _ in range(sizes.repeat):
         for label, dag_id in dags.items():
             sandbox.reset(latency_ms=SEND_LATENCY_MS)
@@ -95,11 +99,11 @@ def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result
             _check_sent(home, sandbox, run, n, receipt=label != "naive")
             rates[label].append(n / run.task_seconds("send"))
     ceiling = {}
-    for concurrency in (4, 8):
+    for concurrency in sizes.concurrencies:
         sandbox.reset(latency_ms=SEND_LATENCY_MS)
         ceiling[f"c{concurrency}"] = _transport_ceiling(home, n, concurrency)
     best = {label: max(values) for label, values in rates.items()}
-    limits = {label: batch * concurrency / (SEND_LATENCY_MS / 1000) for label, concurrency in (("c4", 4), ("c8", 8))}
+    limits = {f"c{concurrency}": batch * concurrency / (SEND_LATENCY_MS / 1000) for concurrency in sizes.concurrencies}
     vs_naive = best["c4"] / best["naive"]
     rows = [
         Row(
@@ -111,7 +115,8 @@ def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result
             vs_naive >= 4.0,
         )
     ]
-    for label, concurrency in (("c4", 4), ("c8", 8)):
+    for concurrency in sizes.concurrencies:
+        label = f"c{concurrency}"
         ratio = best[label] / limits[label]
         rows.append(
             Row(
@@ -123,7 +128,8 @@ def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result
                 ratio >= 0.8,
             )
         )
-    for label, concurrency in (("c4", 4), ("c8", 8)):
+    for concurrency in sizes.concurrencies:
+        label = f"c{concurrency}"
         rows.append(
             Row(
                 f"Transport ceiling: BitelHook.send_batch alone, {n:,} prebuilt messages, c={concurrency}",
@@ -181,13 +187,14 @@ def memory(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
             ratio <= 1.3,
         )
     ]
-    if execute_peaks[small] and execute_peaks[large]:
+    small_execute, large_execute = execute_peaks[small], execute_peaks[large]
+    if small_execute and large_execute:
         rows.append(
             Row(
                 "… of which inside execute(), before Airflow pushes the receipt as XCom (sampled every 50 ms)",
-                f"{execute_peaks[large] / 1024:,.0f} MB",
-                f"{execute_peaks[small] / 1024:,.0f} MB ({small:,})",
-                execute_peaks[large] / execute_peaks[small],
+                f"{large_execute / 1024:,.0f} MB",
+                f"{small_execute / 1024:,.0f} MB ({small:,})",
+                large_execute / small_execute,
                 "info",
                 None,
             )
@@ -292,7 +299,8 @@ def _import_seconds(home: AirflowHome, modules: tuple[str, ...]) -> float | None
         if "ModuleNotFoundError" in result.stderr:
             return None
         raise BenchError(f"importing {modules} failed:\n{result.stderr[-2000:]}")
-    return float(result.stdout.strip().splitlines()[-1].strip("[]").split(",")[1])
+    _, seconds = json.loads(result.stdout.strip().splitlines()[-1])
+    return float(seconds)
 
 
 def parse_cost(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
@@ -310,9 +318,9 @@ def parse_cost(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
                 samples[name].append(seconds)
     median_ms = {name: statistics.median(values) * 1000 for name, values in samples.items() if values}
     references = ", ".join(
-        f"{'common.sql' if name == 'common_sql' else name} {median_ms[name]:.0f} ms"
+        f"{'common.sql' if name == 'common_sql' else name} "
+        + (f"{median_ms[name]:.0f} ms" if name in median_ms else "not installed")
         for name in ("common_sql", "http")
-        if name in median_ms
     )
     ours = median_ms["ours"]
     row = Row(

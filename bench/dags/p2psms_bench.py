@@ -82,7 +82,7 @@ def naive_send(table: str) -> list[str]:
     from airflow.sdk import BaseHook
 
     connection = BaseHook.get_connection(CONNECTIONS["bitel"])
-    url = f"{connection.host.rstrip('/')}/api/v2/sms/batch/p2p"
+    url = f"{str(connection.host).rstrip('/')}/api/v2/sms/batch/p2p"
     headers = {"Authorization": f"Bearer {connection.password}"}
     rows = SqliteHook(sqlite_conn_id="bench_db").get_records(f"SELECT phone, name, code FROM {table} ORDER BY id")
     ids: list[str] = []
