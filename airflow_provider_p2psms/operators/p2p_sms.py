@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import OutgoingSms, SendReceipt
     from airflow_provider_p2psms.utils.checkpoint import SendLedger
+    from airflow_provider_p2psms.utils.recipients import MessageBuilder
 
 OnInvalid = Literal["skip", "fail"]
 OnEmpty = Literal["skip", "succeed", "fail"]
@@ -308,8 +309,7 @@ class P2PSmsOperator(BaseOperator):
 
         return SendLedger(checkpoint_store(context, self.checkpoint_path))
 
-    def _dry_run(self, hook: P2PSmsHook, builder: Any, rows: Any) -> SendReceipt:
-        from airflow_provider_p2psms.models import ReceiptCounts
+    def _dry_run(self, hook: P2PSmsHook, builder: MessageBuilder, rows: Any) -> SendReceipt:
         from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
 
         sample: list[OutgoingSms] = []
@@ -320,15 +320,6 @@ class P2PSmsOperator(BaseOperator):
                 sample.append(message)
         for message in sample:
             self.log.info("Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text))
-        counts = ReceiptCounts(
-            requested=builder.requested,
-            sent=0,
-            resumed=0,
-            invalid=builder.invalid,
-            duplicate=builder.duplicate,
-            uncertain=0,
-            dry_run=count,
-        )
         self.log.info(
             "Dry run on %s: %d rows, %d messages would be sent, %d invalid, %d duplicate. Nothing was sent.",
             hook.provider_name,
@@ -337,14 +328,7 @@ class P2PSmsOperator(BaseOperator):
             builder.invalid,
             builder.duplicate,
         )
-        receipt: SendReceipt = {
-            "version": 1,
-            "provider": hook.conn_type,
-            "sms_conn_id": self.sms_conn_id,
-            "counts": counts,
-            "messages": "",
-            "problems": builder.problems,
-        }
+        receipt = builder.receipt(hook.conn_type, self.sms_conn_id, dry_run=count)
         if not count:
             self._on_nothing_to_send(receipt)
         return receipt

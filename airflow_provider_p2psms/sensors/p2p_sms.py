@@ -167,7 +167,7 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
         saved = store.get(_STATE_KEY) if store is not None else None
         tracker = self._new_tracker(receipt)
         if isinstance(saved, dict) and len(saved.get("state", "")) == len(tracker.messages):
-            return DeliveryTracker(receipt["messages"], state=saved["state"], polls=int(saved.get("polls", 0)))
+            return DeliveryTracker(tracker.messages, state=saved["state"], polls=int(saved.get("polls", 0)))
         return tracker
 
     def _finish(self, tracker: DeliveryTracker, receipt: SendReceipt) -> DeliveryReport:

@@ -14,7 +14,7 @@ from contextlib import closing
 from typing import Any
 
 from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError, SmsConfigurationError, SmsInputError
-from airflow_provider_p2psms.models import OutgoingSms
+from airflow_provider_p2psms.models import OutgoingSms, ReceiptCounts, SendReceipt
 from airflow_provider_p2psms.utils.checkpoint import message_key
 from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
 
@@ -211,6 +211,37 @@ class MessageBuilder:
             raise SmsInputError(
                 f"Row {number}: rendering the message failed: {type(error).__name__}: {error}."
             ) from None
+
+    def receipt(
+        self,
+        provider: str,
+        sms_conn_id: str,
+        *,
+        messages: str = "",
+        sent: int = 0,
+        resumed: int = 0,
+        uncertain: int = 0,
+        dry_run: int = 0,
+        problems: Iterable[str] = (),
+    ) -> SendReceipt:
+        """The send receipt: this builder's row counts beside what the caller sent (or would send)."""
+        counts = ReceiptCounts(
+            requested=self.requested,
+            sent=sent,
+            resumed=resumed,
+            invalid=self.invalid,
+            duplicate=self.duplicate,
+            uncertain=uncertain,
+            dry_run=dry_run,
+        )
+        return {
+            "version": 1,
+            "provider": provider,
+            "sms_conn_id": sms_conn_id,
+            "counts": counts,
+            "messages": messages,
+            "problems": [*self.problems, *problems][:MAX_PROBLEMS],
+        }
 
     def _invalid(self, number: int, problem: str) -> None:
         self.invalid += 1

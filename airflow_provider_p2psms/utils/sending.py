@@ -283,25 +283,15 @@ class BatchSender:
 
     def receipt(self, sms_conn_id: str, builder: MessageBuilder) -> SendReceipt:
         """The XCom receipt of everything this task instance had accepted, in this try and earlier ones."""
-        from airflow_provider_p2psms.models import ReceiptCounts
-
-        counts = ReceiptCounts(
-            requested=builder.requested,
+        return builder.receipt(
+            self.hook.conn_type,
+            sms_conn_id,
+            messages="\n".join(chunk for chunk in self.accepted if chunk),
             sent=self.accepted_count,
             resumed=self.resumed,
-            invalid=builder.invalid,
-            duplicate=builder.duplicate,
             uncertain=len(self.uncertain_keys),
-            dry_run=0,
+            problems=self.problems,
         )
-        return {
-            "version": 1,
-            "provider": self.hook.conn_type,
-            "sms_conn_id": sms_conn_id,
-            "counts": counts,
-            "messages": "\n".join(chunk for chunk in self.accepted if chunk),
-            "problems": (builder.problems + self.problems)[:MAX_PROBLEMS],
-        }
 
 
 def _put(feed: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
