@@ -4,11 +4,15 @@ Neither gateway has idempotency keys, so the operator keeps its own ledger, scop
 instance (DAG, run, task, map index) and kept across tries:
 
 * ``<prefix>.inflight.<n>``: the message keys of batches that are about to be sent, or were sent and
-  never answered. They are written *before* those batches go on the wire.
-* ``<prefix>.sent.<n>``: accepted messages, as message key -> ``[message_id, recipient]``.
+  never answered, as one string of 16-hex-digit keys. They are written *before* those batches go on
+  the wire. A key that was later accepted may stay in its chunk: reading the ledger subtracts the
+  accepted keys.
+* ``<prefix>.sent.<n>``: accepted messages, as one string of ``"<key> <recipient> <message id>"``
+  lines.
 
-Values are cut into numbered chunks of at most :data:`CHUNK_BYTES` of JSON, so that none grows past
-the task state store's default limit of 64 KB (``[state_store] max_value_storage_bytes``).
+Values are strings (the task state store checks and writes a string far faster than an object of
+lists) cut into numbered chunks of at most :data:`CHUNK_BYTES` of JSON, so that none grows past the
+task state store's default limit of 64 KB (``[state_store] max_value_storage_bytes``).
 
 A message key is a hash of (recipient, text), so resumption does not depend on the order in which
 rows come back from the source. On a retry, keys found in a ``sent`` chunk are not sent again; keys
@@ -26,6 +30,8 @@ import logging
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_provider_p2psms.exceptions import SmsConfigurationError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -33,11 +39,11 @@ if TYPE_CHECKING:
 #: below the task state store's default ``max_value_storage_bytes`` of 65,535, with room to spare.
 CHUNK_BYTES = 48_000
 
-#: Accepted messages worth recording at once: a Bitel receipt takes about 85 bytes of a chunk.
-CHUNK_SIZE = 500
+#: Accepted messages worth recording at once: a Bitel receipt line takes about 60 bytes of a chunk.
+CHUNK_SIZE = 750
 
-#: Message keys per ``inflight`` chunk (20 bytes each).
-_INFLIGHT_PER_CHUNK = CHUNK_BYTES // 20
+#: Message keys per ``inflight`` chunk (16 hex digits each, no separator).
+_INFLIGHT_PER_CHUNK = CHUNK_BYTES // 16
 
 
 def message_key(recipient: str, text: str) -> int:
@@ -132,8 +138,10 @@ class SendLedger:
         #: Marked in flight by an earlier try and never confirmed.
         self.uncertain: set[int] = set()
         self._chunks = 0
-        # In-flight keys, in chunks. A key stays in the chunk it was first written to, so every
-        # write changes one value and a crash between two writes never drops a mark.
+        # The keys of each in-flight chunk that are still in flight (neither accepted nor released).
+        # A chunk is written whole when it is filled, and rewritten only when keys are released from it,
+        # so a crash between two writes never drops a mark. A chunk none of whose keys is still in
+        # flight is reused for the next marks.
         self._inflight: list[set[int]] = []
         self._chunk_of: dict[int, int] = {}
 
@@ -143,74 +151,82 @@ class SendLedger:
     def load(self) -> None:
         """Read what earlier tries left behind."""
         while (chunk := self._store.get(self._key(f"sent.{self._chunks}"))) is not None:
-            for key, receipt in chunk.items():
-                self.sent[int(key, 16)] = receipt
+            for line in _text(chunk, "sent", self._chunks).split("\n"):
+                if line:
+                    key, recipient, message_id = line.split(" ", 2)
+                    self.sent[int(key, 16)] = [message_id, recipient]
             self._chunks += 1
         while (keys := self._store.get(self._key(f"inflight.{len(self._inflight)}"))) is not None:
-            chunk = {int(key, 16) for key in keys} - self.sent.keys()
+            keys = _text(keys, "inflight", len(self._inflight))
+            chunk = {int(keys[start : start + 16], 16) for start in range(0, len(keys), 16)} - self.sent.keys()
             self._chunk_of.update(dict.fromkeys(chunk, len(self._inflight)))
             self._inflight.append(chunk)
         self.uncertain = set(self._chunk_of)
 
     def mark_in_flight(self, keys: Iterable[int]) -> None:
         """Durably note that these messages are about to be sent. Call before sending them."""
-        changed: set[int] = set()
-        index = 0
-        for key in keys:
-            if key in self._chunk_of:
-                continue
-            while index < len(self._inflight) and len(self._inflight[index]) >= _INFLIGHT_PER_CHUNK:
-                index += 1
+        fresh = [key for key in keys if key not in self._chunk_of]
+        for start in range(0, len(fresh), _INFLIGHT_PER_CHUNK):
+            part = set(fresh[start : start + _INFLIGHT_PER_CHUNK])
+            # Overwriting a chunk with no key left in flight loses nothing: each of its keys is in a
+            # sent chunk already, or was released.
+            index = next((i for i, live in enumerate(self._inflight) if not live), len(self._inflight))
             if index == len(self._inflight):
                 self._inflight.append(set())
-            self._inflight[index].add(key)
-            self._chunk_of[key] = index
-            changed.add(index)
-        self._write_inflight(changed)
+            self._inflight[index] = part
+            self._chunk_of.update(dict.fromkeys(part, index))
+            self._write_inflight(index)
 
     def record(self, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
         """
         Durably note accepted messages, and drop in-flight marks that no longer apply.
 
+        Accepted keys stay in their in-flight chunk (``load`` subtracts what was sent), so recording
+        costs one write per sent chunk; a chunk is rewritten only for released keys, so that a retry
+        sends those again.
+
         :param accepted: message key -> ``[message_id, recipient]`` of newly accepted messages.
         :param released: keys of messages that provably did not go out (the gateway refused the batch,
             or it was never sent), so a retry may send them.
         """
-        chunk: dict[str, list[str]] = {}
+        lines: list[str] = []
         size = 2
-        for key, receipt in accepted.items():
-            entry = f"{key:016x}"
-            # '"<key>": <receipt>, ' as json.dumps writes it.
-            entry_size = len(entry) + len(json.dumps(receipt)) + 6
-            if chunk and size + entry_size > CHUNK_BYTES:
-                self._write_sent(chunk)
-                chunk, size = {}, 2
-            chunk[entry] = receipt
-            size += entry_size
-        if chunk:
-            self._write_sent(chunk)
+        for key, (message_id, recipient) in accepted.items():
+            line = f"{key:016x} {recipient} {message_id}"
+            # The line as json.dumps writes it: its two quotes stand for the escaped "\n" after it.
+            line_size = len(json.dumps(line))
+            if lines and size + line_size > CHUNK_BYTES:
+                self._write_sent(lines)
+                lines, size = [], 2
+            lines.append(line)
+            size += line_size
+        if lines:
+            self._write_sent(lines)
+        for key in accepted:
+            index = self._chunk_of.pop(key, None)
+            if index is not None:
+                self._inflight[index].discard(key)
         changed: set[int] = set()
-        for keys in (accepted, released):
-            for key in keys:
-                index = self._chunk_of.pop(key, None)
-                if index is not None:
-                    self._inflight[index].discard(key)
-                    changed.add(index)
-        self._write_inflight(changed)
-
-    def _write_sent(self, chunk: dict[str, list[str]]) -> None:
-        self._store.set(self._key(f"sent.{self._chunks}"), chunk)
-        self._chunks += 1
-
-    def _write_inflight(self, changed: set[int]) -> None:
-        # Empty chunks at the end are deleted, last first: chunks are read up to the first missing
-        # one, so a gap must never hide the chunks after it. An empty chunk in the middle stays.
-        while self._inflight and not self._inflight[-1]:
+        for key in released:
+            index = self._chunk_of.pop(key, None)
+            if index is not None:
+                self._inflight[index].discard(key)
+                changed.add(index)
+        # Empty chunks at the end are deleted, last first (chunks are read up to the first missing one,
+        # so a gap would hide the chunks after it); other changed chunks are rewritten.
+        while self._inflight and not self._inflight[-1] and len(self._inflight) - 1 in changed:
             self._inflight.pop()
             self._store.delete(self._key(f"inflight.{len(self._inflight)}"))
         for index in sorted(changed):
             if index < len(self._inflight):
-                self._store.set(self._key(f"inflight.{index}"), [f"{key:016x}" for key in self._inflight[index]])
+                self._write_inflight(index)
+
+    def _write_sent(self, lines: list[str]) -> None:
+        self._store.set(self._key(f"sent.{self._chunks}"), "\n".join(lines))
+        self._chunks += 1
+
+    def _write_inflight(self, index: int) -> None:
+        self._store.set(self._key(f"inflight.{index}"), "".join(f"{key:016x}" for key in self._inflight[index]))
 
     def clear(self) -> None:
         """
@@ -282,6 +298,17 @@ def _default_checkpoint_root() -> str:
         return str(configured)
     home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
     return f"file://{os.path.join(home, 'p2psms_checkpoints')}"
+
+
+def _text(value: Any, kind: str, index: int) -> str:
+    if not isinstance(value, str):
+        raise SmsConfigurationError(
+            f"The resume checkpoint '{kind}.{index}' is a {type(value).__name__}, not the string this version "
+            "writes: it was left by another version of airflow-provider-p2psms. Finish the run with that "
+            "version, or clear the task's state (its task state store, or its checkpoint_path folder) and "
+            "accept that messages of the earlier try may be sent again."
+        )
+    return value
 
 
 def _safe(value: str) -> str:

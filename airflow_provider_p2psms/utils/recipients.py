@@ -144,7 +144,12 @@ class MessageBuilder:
         fail_on_invalid: bool,
     ) -> None:
         self._template = template
-        self._context = {key: value for key, value in context.items() if key not in _HIDDEN_CONTEXT}
+        # The template's globals and the context, merged once: each row only sets "row" in it, where
+        # Template.render() would copy them all again for every row.
+        self._variables = {
+            **template.globals,
+            **{key: value for key, value in context.items() if key not in _HIDDEN_CONTEXT},
+        }
         self._normalize = normalize
         self._phone_field = phone_field
         self._max_parts = max_parts
@@ -199,8 +204,15 @@ class MessageBuilder:
     def _render(self, number: int, fields: Mapping[str, Any]) -> str:
         from jinja2 import TemplateError, UndefinedError
 
+        template = self._template
+        self._variables["row"] = fields
         try:
-            return str(self._template.render({**self._context, "row": fields}))
+            # What Template.render() does, less its copy of the variables.
+            return str(
+                template.environment.concat(
+                    template.root_render_func(template.new_context(self._variables, shared=True))
+                )
+            )
         except UndefinedError as error:
             names = ", ".join(map(str, fields))
             raise SmsInputError(

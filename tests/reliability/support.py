@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_p2psms.utils.checkpoint import SendLedger, TaskStateKeyValueStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -79,6 +82,21 @@ class MemoryTaskState:
         self.values.pop(key, None)
 
 
+def read_ledger(values: Mapping[str, str] | Iterable[Sequence[Any]]) -> SendLedger:
+    """
+    The ledger that checkpoint values read back as: what a retry would take for sent and uncertain.
+
+    :param values: checkpoint key -> value as JSON text (``MemoryTaskState.values``), or the
+        ``[key, size, JSON text]`` entries of a retry-callback snapshot.
+    """
+    state = MemoryTaskState()
+    entries = values.items() if isinstance(values, Mapping) else ((entry[0], entry[2]) for entry in values)
+    state.values = dict(entries)
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    return ledger
+
+
 def task_context(state: MemoryTaskState | None = None, *, try_number: int = 1, **extra: Any) -> dict[str, Any]:
     """The part of a task context the operator uses: the task instance and the task state store."""
     ti = SimpleNamespace(dag_id="reliability", run_id="manual__1", task_id="send", map_index=-1, try_number=try_number)
@@ -122,8 +140,9 @@ def state_store_keys(db: Path, dag_id: str) -> list[tuple[str, str, int]]:
 
 
 #: DAG-file source of ``on_retry_callback`` factories. ``heal(url, changes, snapshot)`` returns a
-#: callback that writes the task's checkpoint keys (task state store rows, or files under a folder)
-#: to ``snapshot`` as JSON, then changes the sandbox's configuration through its control endpoint.
+#: callback that writes the task's checkpoints (task state store rows, or files under a folder) to
+#: ``snapshot`` as JSON ``[key, size, value as JSON text]`` lists, then changes the sandbox's
+#: configuration through its control endpoint. :func:`read_ledger` reads such values back.
 RETRY_CALLBACK_SOURCE = """
 import json as _json
 import os as _os
@@ -139,12 +158,15 @@ def heal(url, changes, snapshot, folder=None):
             database = _os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
             with _sqlite3.connect(database) as connection:
                 found = connection.execute(
-                    "SELECT key, length(value) FROM task_state_store"
+                    "SELECT key, length(value), value FROM task_state_store"
                     " WHERE dag_id = ? AND run_id = ? AND task_id = ? ORDER BY key",
                     (ti.dag_id, ti.run_id, ti.task_id),
                 ).fetchall()
         else:
-            found = sorted((p.name, p.stat().st_size) for p in _pathlib.Path(folder).rglob("*.json"))
+            found = sorted(
+                (p.name.removesuffix(".json"), p.stat().st_size, p.read_text())
+                for p in _pathlib.Path(folder).rglob("*.json")
+            )
         earlier = _json.loads(_pathlib.Path(snapshot).read_text()) if _pathlib.Path(snapshot).exists() else []
         earlier.append({"try": ti.try_number, "keys": found})
         _pathlib.Path(snapshot).write_text(_json.dumps(earlier))

@@ -174,6 +174,22 @@ def test_row_values_are_data_never_templates():
     assert [m.text for m in messages] == [f"Hi {value}"]
 
 
+def test_each_row_renders_on_its_own_with_the_context_and_jinja_globals():
+    """A row never sees what an earlier row set, nor its fields; ``ds`` and ``range`` are there for every row."""
+    template = (
+        "{% if row.name %}{% set greeting = 'Hi ' ~ row.name %}{% endif %}"
+        "{{ greeting | default('Hello') }} {{ ds }} {{ range(2) | list | length }} {{ row.code | default('-') }}"
+    )
+    made = builder(template)
+    rows = [
+        {"phone": phone(1), "name": "Sara", "code": "C1"},
+        {"phone": phone(2), "name": ""},
+        {"phone": phone(3), "name": "Ali", "code": "C3"},
+    ]
+    texts = [message.text for _, message in made.build(rows)]
+    assert texts == ["Hi Sara 2026-01-01 2 C1", "Hello 2026-01-01 2 -", "Hi Ali 2026-01-01 2 C3"]
+
+
 def test_the_template_cannot_reach_connections():
     with pytest.raises(SmsInputError, match="Row 1: the message template uses an undefined value"):
         build_one({"phone": phone(1)}, "{{ conn.bitel_default.password }}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_p2psms.exceptions import SmsGatewayUnavailable
+from airflow_provider_p2psms.exceptions import SmsConfigurationError, SmsGatewayUnavailable
 from airflow_provider_p2psms.hooks.factory import get_sms_hook
 from airflow_provider_p2psms.models import receipt_messages
 from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
@@ -36,6 +36,7 @@ from tests.reliability.support import (
     gateway_conn_env,
     people,
     phone,
+    read_ledger,
     sent_counts,
     sqlite_conn_env,
     state_store_keys,
@@ -95,13 +96,11 @@ def test_retry_in_reverse_order_sends_only_the_rest_and_merges_the_receipt(conne
 
     accepted_first = [m["recipient"] for m in sandbox.messages()]
     assert len(accepted_first) == 40
-    if state is not None:
-        # Receipts of accepted batches, nothing in flight: refused batches were released.
-        assert sorted(state.values) == [f"p2psms.sent.{n}" for n in range(len(state.values))]
-        assert sum(len(json.loads(value)) for value in state.values.values()) == 40
-    else:
-        files = checkpoint_files(folder)
-        assert files and all(name.startswith("p2psms.sent.") for name in files)
+    # Receipts of the accepted batches, nothing in flight: refused batches were released.
+    values = state.values if state is not None else {path.stem: path.read_text() for path in folder.rglob("*.json")}
+    between = read_ledger(values)
+    assert sorted(recipient for _, recipient in between.sent.values()) == sorted(accepted_first)
+    assert between.uncertain == set()
 
     sandbox.configure(fail_sends_after=None)
     second = make_operator(
@@ -215,9 +214,9 @@ def sender_for(state: MemoryTaskState, max_concurrency: int) -> tuple[BatchSende
 
 
 def in_flight(state: MemoryTaskState) -> set[str]:
-    return {
-        key for name, value in state.values.items() if name.startswith("p2psms.inflight.") for key in json.loads(value)
-    }
+    """Every key written to an in-flight chunk, accepted since or not."""
+    chunks = (json.loads(value) for name, value in state.values.items() if name.startswith("p2psms.inflight."))
+    return {chunk[start : start + 16] for chunk in chunks for start in range(0, len(chunk), 16)}
 
 
 def test_every_batch_is_marked_in_flight_before_it_is_sent(connect, monkeypatch):
@@ -236,8 +235,9 @@ def test_every_batch_is_marked_in_flight_before_it_is_sent(connect, monkeypatch)
     sender.send_all(build(people(95)))
 
     assert marked_before_sending == [True] * 10
-    assert in_flight(state) == set()
-    assert sum(len(json.loads(v)) for k, v in state.values.items() if k.startswith("p2psms.sent.")) == 95
+    after = read_ledger(state.values)
+    assert len(after.sent) == 95
+    assert after.uncertain == set()
 
 
 def test_checkpoint_values_stay_under_the_state_store_limit(connect):
@@ -283,15 +283,44 @@ def test_a_crash_between_two_in_flight_writes_never_loses_a_mark():
     ledger.record({key: ["id", "0912"] for key in first[:2000]})
     unanswered = set(first[2000:])
 
+    # 6,000 new keys take two in-flight chunks: the worker dies writing the second.
     state.writes_left = 1
     with pytest.raises(SystemExit):
-        ledger.mark_in_flight(range(2, 6002, 2))
+        ledger.mark_in_flight(range(2, 12002, 2))
 
     reread = SendLedger(TaskStateKeyValueStore(state))
     reread.load()
-    assert unanswered <= reread.uncertain
+    assert unanswered | set(range(2, 6002, 2)) == reread.uncertain
     assert reread.sent.keys() == set(first[:2000])
-    assert reread.sent.keys().isdisjoint(reread.uncertain)
+
+
+def test_an_in_flight_chunk_is_reused_only_once_none_of_its_keys_is_in_flight():
+    """Marks of answered batches are overwritten by later marks; an unanswered key keeps its chunk."""
+    state = MemoryTaskState()
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    ledger.mark_in_flight([1, 2, 3])
+    ledger.mark_in_flight([4, 5])
+    ledger.record({1: ["id-1", "0912"], 2: ["id-2", "0912"]}, released=[3])
+    ledger.mark_in_flight([6, 7])  # chunk 0 has nothing in flight left: reused
+    ledger.record({4: ["id-4", "0912"]})
+    ledger.mark_in_flight([8])  # chunk 1 still holds 5, unanswered: a new chunk
+    ledger.record({6: ["id-6", "0912"], 7: ["id-7", "0912"], 8: ["id-8", "0912"]})
+
+    assert sorted(state.values) == ["p2psms.inflight.0", "p2psms.inflight.1", "p2psms.inflight.2"] + [
+        f"p2psms.sent.{n}" for n in range(3)
+    ]
+    reread = read_ledger(state.values)
+    assert reread.uncertain == {5}
+    assert sorted(reread.sent) == [1, 2, 4, 6, 7, 8]
+    assert reread.sent[4] == ["id-4", "0912"]
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_what_to_do():
+    state = MemoryTaskState()
+    state.set("p2psms.sent.0", {"00000000000000ff": ["id", "0912"]})
+    with pytest.raises(SmsConfigurationError, match=r"'sent.0' is a dict.*another version.*clear the task's state"):
+        read_ledger(state.values)
 
 
 class FailingDeletes(MemoryTaskState):
@@ -310,10 +339,10 @@ def test_a_clean_up_that_fails_half_way_leaves_a_readable_prefix_and_does_not_fa
     state = FailingDeletes()
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
-    ledger.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(1, 1501)})
+    ledger.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(1, 2201)})
     chunks = sorted(state.values)
     assert chunks == ["p2psms.sent.0", "p2psms.sent.1", "p2psms.sent.2"]
-    kept = sum(len(json.loads(state.values[name])) for name in chunks[:2])
+    kept = sum(len(json.loads(state.values[name]).split("\n")) for name in chunks[:2])
 
     with caplog.at_level(logging.WARNING):
         ledger.clear()
@@ -427,11 +456,11 @@ def test_hard_failure_then_airflow_retry_in_another_order(run_dag, sandbox, othe
     # Between the tries, the accepted batches were checkpointed (and nothing left in flight).
     between = json.loads(snapshots["state"].read_text())
     assert [entry["try"] for entry in between] == [1]
-    keys = [key for key, _ in between[0]["keys"]]
-    assert keys and all(key.startswith("p2psms.sent.") for key in keys), keys
-    assert all(size <= STATE_VALUE_LIMIT for _, size in between[0]["keys"])
+    assert all(size <= STATE_VALUE_LIMIT for _, size, _ in between[0]["keys"])
     files = json.loads(snapshots["files"].read_text())[0]["keys"]
-    assert files and all(name.startswith("p2psms.sent.") for name, _ in files), files
+    for entries in (between[0]["keys"], files):
+        ledger = read_ledger(entries)
+        assert ledger.sent and ledger.uncertain == set(), [key for key, *_ in entries]
     # ... and are gone after success.
     assert state_store_keys(result.db, result.dag_id) == []
     assert checkpoint_files(folder) == []
