@@ -20,6 +20,7 @@ Retry rules (the reason this module exists):
 from __future__ import annotations
 
 import email.utils
+import os
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -250,6 +251,13 @@ class P2PSmsHook(BaseHook):
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.verify = settings.verify
+        # requests reads the proxy and CA-bundle variables for every request, scanning the whole
+        # environment twice each time; read them once, for this connection's base URL.
+        session.proxies = requests.utils.get_environ_proxies(settings.base_url)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if settings.verify and bundle:
+            session.verify = bundle
+        session.trust_env = False
         session.headers.update(
             {
                 "Accept": "application/json",
@@ -479,13 +487,16 @@ def _connection_form_widgets(cls: type[P2PSmsHook]) -> dict[str, Any]:
 def _never_reached_server(error: Exception) -> bool:
     """Whether a request error proves the request never reached the gateway."""
     import requests
-    from urllib3.exceptions import NewConnectionError
+    from urllib3.exceptions import NewConnectionError, ProxyError
 
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return True
     if isinstance(error, requests.exceptions.ConnectionError):
         cause = error.args[0] if error.args else None
         reason = getattr(cause, "reason", cause)
+        if isinstance(reason, ProxyError):
+            # The proxy itself could not be reached, so it cannot have forwarded anything.
+            reason = reason.original_error
         return isinstance(reason, NewConnectionError)
     return False
 

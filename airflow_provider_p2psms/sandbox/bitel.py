@@ -9,8 +9,8 @@ list or text, list lengths differing, more than :data:`MAX_BATCH` messages),
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import TYPE_CHECKING, Final
 
 from airflow_provider_p2psms.sandbox.lifecycle import PRICE_PER_PART, Phase, final_outcome, phase_at, sms_parts
@@ -112,9 +112,11 @@ class BitelApi:
             return _envelope(400, error=rejected.code)
         request_seq = call.store.accept_send()
         results = []
-        for phone_number, text in pairs:
+        # 32 random hex digits per message, drawn at once: a uuid4 per message costs a system call each.
+        ids = os.urandom(16 * len(pairs)).hex()
+        for index, (phone_number, text) in enumerate(pairs):
             message = BitelMessage(
-                id=uuid.uuid4().hex,
+                id=ids[32 * index : 32 * index + 32],
                 phone_number=phone_number,
                 text=text,
                 gateway=gateway,

@@ -116,6 +116,7 @@ _GSM7_BASIC: Final = frozenset(
 )
 # Characters of the GSM 03.38 extension table take two septets (escape + code).
 _GSM7_EXTENDED: Final = frozenset("^{}\\[~]|€\f")
+_GSM7: Final = _GSM7_BASIC | _GSM7_EXTENDED
 
 
 def sms_parts(text: str) -> int:
@@ -124,8 +125,8 @@ def sms_parts(text: str) -> int:
     GSM-7 text fits 160 septets in one SMS and 153 per part when concatenated;
     anything else is UCS-2 with 70 and 67 UTF-16 units.
     """
-    if all(char in _GSM7_BASIC or char in _GSM7_EXTENDED for char in text):
-        units = sum(2 if char in _GSM7_EXTENDED else 1 for char in text)
+    if _GSM7.issuperset(text):
+        units = len(text) + sum(text.count(char) for char in _GSM7_EXTENDED)
         single, part = 160, 153
     else:
         units = len(text.encode("utf-16-le")) // 2

@@ -14,22 +14,20 @@ _GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENSION
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
 
 def sms_encoding(text: str) -> Encoding:
     """Return the encoding a gateway must use for ``text``."""
-    for char in text:
-        if char not in _GSM7_BASIC and char not in _GSM7_EXTENSION:
-            return "UCS-2"
-    return "GSM-7"
+    return "GSM-7" if _GSM7.issuperset(text) else "UCS-2"
 
 
 def count_sms_parts(text: str) -> int:
     """Return the number of SMS parts ``text`` is billed as (0 for an empty text)."""
     if sms_encoding(text) == "GSM-7":
-        units = sum(2 if char in _GSM7_EXTENSION else 1 for char in text)
+        units = len(text) + sum(text.count(char) for char in _GSM7_EXTENSION)
         single, per_part = 160, 153
     else:
         units = len(text.encode("utf-16-le")) // 2

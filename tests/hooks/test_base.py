@@ -220,6 +220,27 @@ def test_a_base_url_with_an_unsupported_scheme_is_a_configuration_error(connect,
     assert str(caught.value).startswith("Connection 'sms_test' has an unusable base URL 'ftp://127.0.0.1/v1'")
 
 
+def test_proxy_variables_are_honoured_as_requests_would(connect, gateway, monkeypatch):
+    """HTTP(S)_PROXY and NO_PROXY apply, read when the hook's session is made."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    through_proxy = connect(max_retries=0)
+    with pytest.raises(SmsGatewayUnavailable, match=r"ProxyError|ConnectionError"):
+        through_proxy.send_batch(one_message(gateway))
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = connect(max_retries=0)
+    assert [receipt.recipient for receipt in direct.send_batch(one_message(gateway))] == [WIRE_NUMBERS[gateway]]
+
+
+def test_a_ca_bundle_variable_applies_unless_verification_is_off(connect, monkeypatch, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    assert connect().session.verify == str(bundle)
+    assert connect(verify_ssl=False).session.verify is False
+
+
 def test_repr_of_the_settings_hides_the_token(connect):
     settings = connect().settings
     assert settings.token == SECRET_TOKEN
