@@ -1,22 +1,24 @@
 """Durable memory of what a task already sent, so a retry never texts anyone twice.
 
 Neither gateway has idempotency keys, so the operator keeps its own ledger, scoped to the task
-instance (DAG, run, task, map index) and kept across tries:
+instance (DAG, run, task, map index) and kept across tries. It is an append-only log of values
+``<prefix>.log.<n>``, each written once and never changed, so a crash between two writes never
+loses or corrupts what was written before. One entry notes any of:
 
-* ``<prefix>.inflight.<n>``: the message keys of batches that are about to be sent, or were sent and
-  never answered, as one string of 16-hex-digit keys. They are written *before* those batches go on
-  the wire. A key that was later accepted may stay in its chunk: reading the ledger subtracts the
-  accepted keys.
-* ``<prefix>.sent.<n>``: accepted messages, as one string of ``"<key> <recipient> <message id>"``
-  lines.
+* messages about to be sent (*marks*), written before those batches go on the wire;
+* messages that provably did not go out (*released*: the gateway refused the batch, or it was never
+  sent), so that a retry sends them;
+* accepted messages, with their message id and recipient.
 
-Values are strings (the task state store checks and writes a string far faster than an object of
-lists) cut into numbered chunks of at most :data:`CHUNK_BYTES` of JSON, so that none grows past the
-task state store's default limit of 64 KB (``[state_store] max_value_storage_bytes``).
+A message key is a 64-bit hash of (recipient, text), so resumption does not depend on the order in
+which rows come back from the source. Reading the log replays it: keys accepted are *sent* and not
+sent again; keys marked and neither accepted nor released are *uncertain* (the gateway may or may
+not have them).
 
-A message key is a hash of (recipient, text), so resumption does not depend on the order in which
-rows come back from the source. On a retry, keys found in a ``sent`` chunk are not sent again; keys
-found only in ``inflight`` are *uncertain* (the gateway may or may not have them).
+Each task state store write costs the same whatever its size (about 20 ms under ``airflow dags
+test``), so an entry packs as much as fits in :data:`CHUNK_BYTES`, below the store's default limit
+of 64 KB a value (``[state_store] max_value_storage_bytes``): keys as base64 of 8 bytes, receipts
+zlib-compressed. Receipts accepted meanwhile ride along with the next marks.
 
 Two stores exist: Airflow 3.3's task state store (``context["task_state_store"]``), and, for older
 Airflow or by choice, an :class:`~airflow.sdk.ObjectStoragePath` folder (local disk, S3, GCS...),
@@ -25,8 +27,11 @@ which every worker that may run a retry must be able to read.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import threading
+import zlib
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,11 +44,14 @@ if TYPE_CHECKING:
 #: below the task state store's default ``max_value_storage_bytes`` of 65,535, with room to spare.
 CHUNK_BYTES = 48_000
 
-#: Accepted messages worth recording at once: a Bitel receipt line takes about 60 bytes of a chunk.
-CHUNK_SIZE = 750
+#: Accepted messages worth a write of their own, when no marks are due to carry them sooner.
+CHUNK_SIZE = 1_000
 
-#: Message keys per ``inflight`` chunk (16 hex digits each, no separator).
-_INFLIGHT_PER_CHUNK = CHUNK_BYTES // 16
+#: Marked and released keys in one entry (base64 takes about 10.7 characters a key).
+_KEYS_PER_ENTRY = 4_000
+
+#: The least room worth starting a receipts part in, beside an entry's keys.
+_MIN_RECEIPTS_ROOM = 2_000
 
 
 def message_key(recipient: str, text: str) -> int:
@@ -126,6 +134,9 @@ class SendLedger:
     """
     What this task instance sent in earlier tries, and the writes that keep it up to date.
 
+    :meth:`stage` may be called from any thread; :meth:`flush` (and the methods that call it) from
+    one thread at a time, so that entries are written in order.
+
     :param store: where the ledger lives.
     :param prefix: key prefix, so that other keys of the task are left alone.
     """
@@ -137,110 +148,83 @@ class SendLedger:
         self.sent: dict[int, list[str]] = {}
         #: Marked in flight by an earlier try and never confirmed.
         self.uncertain: set[int] = set()
-        self._chunks = 0
-        # The keys of each in-flight chunk that are still in flight (neither accepted nor released).
-        # A chunk is written whole when it is filled, and rewritten only when keys are released from it,
-        # so a crash between two writes never drops a mark. A chunk none of whose keys is still in
-        # flight is reused for the next marks.
-        self._inflight: list[set[int]] = []
-        self._chunk_of: dict[int, int] = {}
+        self._entries = 0
+        self._lock = threading.Lock()
+        self._accepted: dict[int, list[str]] = {}
+        self._released: list[int] = []
 
-    def _key(self, name: str) -> str:
-        return f"{self._prefix}.{name}"
+    def _key(self, index: int) -> str:
+        return f"{self._prefix}.log.{index}"
 
     def load(self) -> None:
         """Read what earlier tries left behind."""
-        while (chunk := self._store.get(self._key(f"sent.{self._chunks}"))) is not None:
-            for line in _text(chunk, "sent", self._chunks).split("\n"):
-                if line:
-                    key, recipient, message_id = line.split(" ", 2)
-                    self.sent[int(key, 16)] = [message_id, recipient]
-            self._chunks += 1
-        while (keys := self._store.get(self._key(f"inflight.{len(self._inflight)}"))) is not None:
-            keys = _text(keys, "inflight", len(self._inflight))
-            chunk = {int(keys[start : start + 16], 16) for start in range(0, len(keys), 16)} - self.sent.keys()
-            self._chunk_of.update(dict.fromkeys(chunk, len(self._inflight)))
-            self._inflight.append(chunk)
-        self.uncertain = set(self._chunk_of)
+        in_flight: set[int] = set()
+        while (value := self._store.get(self._key(self._entries))) is not None:
+            marks, released, receipts = _parse_entry(value, self._key(self._entries))
+            in_flight.update(marks)
+            in_flight.difference_update(released)
+            for line in receipts:
+                key, recipient, message_id = line.split(" ", 2)
+                self.sent[int(key, 16)] = [message_id, recipient]
+            self._entries += 1
+        self.uncertain = in_flight - self.sent.keys()
 
-    def mark_in_flight(self, keys: Iterable[int]) -> None:
-        """Durably note that these messages are about to be sent. Call before sending them."""
-        fresh = [key for key in keys if key not in self._chunk_of]
-        for start in range(0, len(fresh), _INFLIGHT_PER_CHUNK):
-            part = set(fresh[start : start + _INFLIGHT_PER_CHUNK])
-            # Overwriting a chunk with no key left in flight loses nothing: each of its keys is in a
-            # sent chunk already, or was released.
-            index = next((i for i, live in enumerate(self._inflight) if not live), len(self._inflight))
-            if index == len(self._inflight):
-                self._inflight.append(set())
-            self._inflight[index] = part
-            self._chunk_of.update(dict.fromkeys(part, index))
-            self._write_inflight(index)
+    @property
+    def staged(self) -> int:
+        """Accepted messages staged and not written yet."""
+        return len(self._accepted)
 
-    def record(self, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
+    def stage(self, accepted: Mapping[int, list[str]] | None = None, released: Iterable[int] = ()) -> None:
         """
-        Durably note accepted messages, and drop in-flight marks that no longer apply.
-
-        Accepted keys stay in their in-flight chunk (``load`` subtracts what was sent), so recording
-        costs one write per sent chunk; a chunk is rewritten only for released keys, so that a retry
-        sends those again.
+        Note accepted and released messages, to be written by the next :meth:`flush` (any thread).
 
         :param accepted: message key -> ``[message_id, recipient]`` of newly accepted messages.
         :param released: keys of messages that provably did not go out (the gateway refused the batch,
-            or it was never sent), so a retry may send them.
+            or it was never sent), so a retry may send them. Their marks must be written already: the
+            log is replayed in order, and a release written before its marks is undone by them.
         """
-        lines: list[str] = []
-        size = 2
-        for key, (message_id, recipient) in accepted.items():
-            line = f"{key:016x} {recipient} {message_id}"
-            # The line as json.dumps writes it: its two quotes stand for the escaped "\n" after it.
-            line_size = len(json.dumps(line))
-            if lines and size + line_size > CHUNK_BYTES:
-                self._write_sent(lines)
-                lines, size = [], 2
-            lines.append(line)
-            size += line_size
-        if lines:
-            self._write_sent(lines)
-        for key in accepted:
-            index = self._chunk_of.pop(key, None)
-            if index is not None:
-                self._inflight[index].discard(key)
-        changed: set[int] = set()
-        for key in released:
-            index = self._chunk_of.pop(key, None)
-            if index is not None:
-                self._inflight[index].discard(key)
-                changed.add(index)
-        # Empty chunks at the end are deleted, last first (chunks are read up to the first missing one,
-        # so a gap would hide the chunks after it); other changed chunks are rewritten.
-        while self._inflight and not self._inflight[-1] and len(self._inflight) - 1 in changed:
-            self._inflight.pop()
-            self._store.delete(self._key(f"inflight.{len(self._inflight)}"))
-        for index in sorted(changed):
-            if index < len(self._inflight):
-                self._write_inflight(index)
+        with self._lock:
+            self._accepted.update(accepted or {})
+            self._released.extend(released)
 
-    def _write_sent(self, lines: list[str]) -> None:
-        self._store.set(self._key(f"sent.{self._chunks}"), "\n".join(lines))
-        self._chunks += 1
+    def flush(self, marks: Iterable[int] = ()) -> None:
+        """Durably write ``marks`` (messages about to be sent) and everything staged so far."""
+        with self._lock:
+            accepted, self._accepted = self._accepted, {}
+            released, self._released = self._released, []
+        keys = list(marks)
+        lines = [f"{key:016x} {recipient} {message_id}" for key, (message_id, recipient) in accepted.items()]
+        while keys or released or lines:
+            marked, keys = keys[:_KEYS_PER_ENTRY], keys[_KEYS_PER_ENTRY:]
+            room = _KEYS_PER_ENTRY - len(marked)
+            freed, released = released[:room], released[room:]
+            head = f"{_pack_keys(marked)}:{_pack_keys(freed)}:"
+            receipts, count = _pack_lines(lines, CHUNK_BYTES - len(head))
+            if not (marked or freed or count):
+                raise ValueError(f"A receipt line of {len(lines[0])} characters does not fit a checkpoint value.")
+            lines = lines[count:]
+            self._store.set(self._key(self._entries), head + receipts)
+            self._entries += 1
 
-    def _write_inflight(self, index: int) -> None:
-        self._store.set(self._key(f"inflight.{index}"), "".join(f"{key:016x}" for key in self._inflight[index]))
+    def mark_in_flight(self, keys: Iterable[int]) -> None:
+        """Durably note that these messages are about to be sent (with whatever is staged). Call before sending."""
+        self.flush(keys)
+
+    def record(self, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
+        """Durably note accepted and released messages: :meth:`stage`, then :meth:`flush`."""
+        self.stage(accepted, released)
+        self.flush()
 
     def clear(self) -> None:
         """
         Forget everything: the task succeeded, and a new run of it may send again.
 
-        Chunks are deleted last first, so that whatever stops the clean-up half-way leaves a ledger
-        that still reads back as a prefix of what was sent. A store error does not fail the task:
+        Entries are deleted last first, so that whatever stops the clean-up half-way leaves a ledger
+        that still reads back as a prefix of what was written. A store error does not fail the task:
         every message is handled by then, and a retry could only send some of them twice.
         """
-        keys = [self._key(f"sent.{index}") for index in range(self._chunks)]
-        keys += [self._key(f"inflight.{index}") for index in range(len(self._inflight))]
-        self._chunks = 0
-        self._inflight.clear()
-        self._chunk_of.clear()
+        keys = [self._key(index) for index in range(self._entries)]
+        self._entries = 0
         try:
             # One call instead of one per key: the task state store takes ~20 ms a call. The ledger is
             # the only state the operator keeps for its task instance.
@@ -300,15 +284,43 @@ def _default_checkpoint_root() -> str:
     return f"file://{os.path.join(home, 'p2psms_checkpoints')}"
 
 
-def _text(value: Any, kind: str, index: int) -> str:
-    if not isinstance(value, str):
+def _pack_keys(keys: list[int]) -> str:
+    return base64.b64encode(b"".join(key.to_bytes(8, "big") for key in keys)).decode()
+
+
+def _unpack_keys(text: str) -> list[int]:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 8:
+        raise ValueError("a key list is not a whole number of 8-byte keys")
+    return [int.from_bytes(raw[start : start + 8], "big") for start in range(0, len(raw), 8)]
+
+
+def _pack_lines(lines: list[str], room: int) -> tuple[str, int]:
+    """The first lines that fit ``room`` characters once compressed, as base64, and how many they are."""
+    count = len(lines)
+    while count and room >= _MIN_RECEIPTS_ROOM:
+        packed = base64.b64encode(zlib.compress("\n".join(lines[:count]).encode(), 1)).decode()
+        if len(packed) <= room:
+            return packed, count
+        count = min(count - 1, int(count * room / len(packed) * 0.95))
+    return "", 0
+
+
+def _parse_entry(value: Any, name: str) -> tuple[list[int], list[int], list[str]]:
+    """The marks, released keys and receipt lines of one log entry."""
+    try:
+        if not isinstance(value, str):
+            raise TypeError(f"it is a {type(value).__name__}, not a string")
+        marks, released, receipts = value.split(":")
+        lines = zlib.decompress(base64.b64decode(receipts, validate=True)).decode().split("\n") if receipts else []
+        return _unpack_keys(marks), _unpack_keys(released), lines
+    except (TypeError, ValueError, zlib.error) as error:
         raise SmsConfigurationError(
-            f"The resume checkpoint '{kind}.{index}' is a {type(value).__name__}, not the string this version "
-            "writes: it was left by another version of airflow-provider-p2psms. Finish the run with that "
-            "version, or clear the task's state (its task state store, or its checkpoint_path folder) and "
-            "accept that messages of the earlier try may be sent again."
-        )
-    return value
+            f"The resume checkpoint '{name}' cannot be read ({error}): another version of "
+            "airflow-provider-p2psms, or something else, wrote it. Finish the run with the version that "
+            "started it, or clear the task's state (its task state store, or its checkpoint_path folder) "
+            "and accept that messages of the earlier try may be sent again."
+        ) from None
 
 
 def _safe(value: str) -> str:

@@ -4,9 +4,9 @@ The order of events for every batch is what makes retries safe:
 
 1. its message keys are written to the ledger as *in flight* (a window of batches per write);
 2. the batch is sent;
-3. accepted receipts are written to the ledger (flushed about once a second), and the in-flight
-   marks of refused batches, and of marked batches a stopped try never sent, are dropped, so a
-   retry sends those again.
+3. accepted receipts are written to the ledger (with the next window's marks, or at the latest about
+   a second later), and refused batches, and marked batches a stopped try never sent, are released,
+   so a retry sends those again.
 
 A batch whose answer never came stays in flight: a retry treats it as uncertain. If the worker
 itself dies, batches accepted since the last flush are uncertain too, never resent by default.
@@ -93,8 +93,6 @@ class BatchSender:
         self.resumed = 0
         self.uncertain_keys: set[int] = set()
         self.problems: list[str] = []
-        self._to_record: dict[int, list[str]] = {}
-        self._to_release: list[int] = []
         self._read_earlier: set[int] = set()
         self._fatal: BaseException | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2psms-ledger")
@@ -138,7 +136,7 @@ class BatchSender:
                     self._tick()
         finally:
             stop.set()
-            self._to_release.extend(unsent)
+            self.ledger.stage(released=unsent)
             self._release_queued(feed, feeder)
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -165,10 +163,10 @@ class BatchSender:
             batches = _batched(self._fresh(messages), self.hook.batch_size)
             while not stop.is_set() and (group := list(islice(batches, window))):
                 keys = [key for batch in group for key, _ in batch]
-                marked = self._writer.submit(self.ledger.mark_in_flight, keys)
+                marked = self._writer.submit(self.ledger.flush, keys)
                 if not _put(feed, (group, marked), stop):
                     # Marked, but the senders stopped before taking it: it never goes out.
-                    self._writes.append(self._writer.submit(self.ledger.record, {}, keys))
+                    _release_once_marked(self.ledger, keys, marked)
                     return
         except BaseException as error:
             _put(feed, error, stop)
@@ -183,8 +181,8 @@ class BatchSender:
             except queue.Empty:
                 continue
             if isinstance(item, tuple):
-                group, _ = item
-                self._to_release.extend(key for batch in group for key, _ in batch)
+                group, marked = item
+                _release_once_marked(self.ledger, [key for batch in group for key, _ in batch], marked)
         feeder.join()
 
     def _fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
@@ -239,7 +237,7 @@ class BatchSender:
                 for _, message in batch:
                     self._problem(f"Uncertain: {mask_phone(message.recipient)} ({error.reason}).")
             except _REFUSED as error:
-                self._to_release.extend(keys)
+                self.ledger.stage(released=keys)
                 self._fatal = self._fatal or error
             except Exception as error:
                 # An unexpected failure may have happened after the request left: treat it as uncertain.
@@ -247,7 +245,7 @@ class BatchSender:
                 self._fatal = self._fatal or error
             else:
                 pairs = [[receipt.message_id, receipt.recipient] for receipt in receipts]
-                self._to_record.update(zip(keys, pairs, strict=True))
+                self.ledger.stage(dict(zip(keys, pairs, strict=True)))
                 self._accept(pairs)
         self._tick()
 
@@ -257,7 +255,9 @@ class BatchSender:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if len(self._to_record) >= CHUNK_SIZE or now - self._last_flush >= FLUSH_SECONDS:
+        pending = self._writes and not self._writes[-1].done()
+        if not pending and (self.ledger.staged >= CHUNK_SIZE or now - self._last_flush >= FLUSH_SECONDS):
+            # At most one flush waits at a time: it writes whatever is staged when its turn comes.
             self._flush()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
@@ -270,11 +270,8 @@ class BatchSender:
             )
 
     def _flush(self) -> None:
-        """Hand what was accepted or released since the last flush to the ledger thread."""
-        if self._to_record or self._to_release:
-            self._writes.append(self._writer.submit(self.ledger.record, self._to_record, self._to_release))
-            self._to_record = {}
-            self._to_release = []
+        """Have the ledger thread write what was accepted or released and is not written yet."""
+        self._writes.append(self._writer.submit(self.ledger.flush))
         self._last_flush = time.monotonic()
 
     def _problem(self, text: str) -> None:
@@ -292,6 +289,17 @@ class BatchSender:
             uncertain=len(self.uncertain_keys),
             problems=self.problems,
         )
+
+
+def _release_once_marked(ledger: SendLedger, keys: list[int], marked: Future[None]) -> None:
+    """
+    Release keys of a group that never went out, once its marks are written.
+
+    A release staged earlier could be written by a flush that runs before the marks' own, and replaying
+    the log would then find the marks last: the messages would read as uncertain, and never be sent.
+    """
+    wait([marked])
+    ledger.stage(released=keys)
 
 
 def _put(feed: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

@@ -65,6 +65,7 @@ class MemoryTaskState:
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
         self.written: set[str] = set()
+        self.sets = 0
         self.largest = 0
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -76,6 +77,7 @@ class MemoryTaskState:
         text = json.dumps(value)
         self.largest = max(self.largest, len(text))
         self.written.add(key)
+        self.sets += 1
         self.values[key] = text
 
     def delete(self, key: str) -> None:
@@ -90,8 +92,7 @@ def read_ledger(values: Mapping[str, str] | Iterable[Sequence[Any]]) -> SendLedg
         ``[key, size, JSON text]`` entries of a retry-callback snapshot.
     """
     state = MemoryTaskState()
-    entries = values.items() if isinstance(values, Mapping) else ((entry[0], entry[2]) for entry in values)
-    state.values = dict(entries)
+    state.values = dict(values) if isinstance(values, Mapping) else {entry[0]: entry[2] for entry in values}
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
     return ledger

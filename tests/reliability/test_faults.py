@@ -284,7 +284,9 @@ def test_a_refused_token_sends_nothing_and_leaves_nothing_in_flight(connect, mon
     with pytest.raises(SmsAuthenticationError, match="refused the API token of connection 'bitel_default'"):
         make_operator(recipients=people(30)).execute(task_context(state))
     assert sandbox.messages() == []
-    assert state.values == {}
+    left = read_ledger(state.values)
+    assert left.sent == {}
+    assert left.uncertain == set()
 
 
 # --------------------------------------------------------------------------- status polling under faults

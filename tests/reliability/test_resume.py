@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from airflow_provider_p2psms.hooks.factory import get_sms_hook
 from airflow_provider_p2psms.models import receipt_messages
 from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_TOKEN
+from airflow_provider_p2psms.utils import sending
 from airflow_provider_p2psms.utils.checkpoint import (
     SendLedger,
     TaskStateKeyValueStore,
@@ -158,7 +160,7 @@ def test_a_try_stopped_between_batches_leaves_nothing_uncertain(connect):
 
     accepted_first = len(sandbox.messages())
     assert 0 < accepted_first < 60
-    left = in_flight(state)
+    left = read_ledger(state.values).uncertain
     assert left == set(), f"{len(left)} messages left in flight, though every sent batch was answered"
 
     sandbox.configure(latency_ms=0)
@@ -213,12 +215,6 @@ def sender_for(state: MemoryTaskState, max_concurrency: int) -> tuple[BatchSende
     return sender, builder.build
 
 
-def in_flight(state: MemoryTaskState) -> set[str]:
-    """Every key written to an in-flight chunk, accepted since or not."""
-    chunks = (json.loads(value) for name, value in state.values.items() if name.startswith("p2psms.inflight."))
-    return {chunk[start : start + 16] for chunk in chunks for start in range(0, len(chunk), 16)}
-
-
 def test_every_batch_is_marked_in_flight_before_it_is_sent(connect, monkeypatch):
     connect(batch_size=10)
     state = MemoryTaskState()
@@ -227,8 +223,8 @@ def test_every_batch_is_marked_in_flight_before_it_is_sent(connect, monkeypatch)
     send_batch = sender.hook.send_batch
 
     def checked_send_batch(messages: Any, **kwargs: Any) -> Any:
-        marks = in_flight(state)
-        marked_before_sending.append(all(f"{message_key(m.recipient, m.text):016x}" in marks for m in messages))
+        marks = read_ledger(state.values).uncertain
+        marked_before_sending.append(all(message_key(m.recipient, m.text) in marks for m in messages))
         return send_batch(messages, **kwargs)
 
     monkeypatch.setattr(sender.hook, "send_batch", checked_send_batch)
@@ -249,15 +245,41 @@ def test_checkpoint_values_stay_under_the_state_store_limit(connect):
 
     assert len(sandbox.messages()) == 5000
     assert 0 < state.largest <= STATE_VALUE_LIMIT
-    # 32 batches of 100 marked at once need two in-flight values.
-    assert "p2psms.inflight.1" in state.written
-    assert len([key for key in state.values if key.startswith("p2psms.sent.")]) > 1
+    # An append-only log: every entry written once, none rewritten.
+    assert sorted(state.values) == sorted(f"p2psms.log.{n}" for n in range(len(state.values)))
+    assert state.sets == len(state.values) > 1
     reread = SendLedger(TaskStateKeyValueStore(state))
     reread.load()
     assert len(reread.sent) == 5000
     assert reread.uncertain == set()
     key = message_key(phone(0), "Hi user0, your code is C00000")
     assert reread.sent[key][1] == phone(0)
+
+
+class SlowStore(MemoryTaskState):
+    """A store whose writes take as long as the task state store's under ``airflow dags test``."""
+
+    def set(self, key: str, value: Any) -> None:
+        time.sleep(0.3)
+        super().set(key, value)
+
+
+def test_a_refused_try_with_a_slow_store_leaves_only_the_unanswered_uncertain(connect, monkeypatch):
+    """
+    Groups marked ahead of the senders and released when the gateway refuses: each release must land
+    after its marks, however late the marks' write comes, or the retry would skip those messages.
+    """
+    # The refusal comes while the marks of the groups prepared ahead are still being written.
+    monkeypatch.setattr(sending, "FLUSH_SECONDS", 0.0)
+    sandbox = connect(batch_size=10, max_retries=0)
+    sandbox.configure(fail_sends_after=1)
+    state = SlowStore()
+    with pytest.raises(SmsGatewayUnavailable):
+        make_operator(recipients=people(400), max_concurrency=1).execute(task_context(state))
+
+    left = read_ledger(state.values)
+    assert len(left.sent) == len(sandbox.messages()) == 10
+    assert left.uncertain == set()
 
 
 class DyingStore(MemoryTaskState):
@@ -273,8 +295,8 @@ class DyingStore(MemoryTaskState):
         super().set(key, value)
 
 
-def test_a_crash_between_two_in_flight_writes_never_loses_a_mark():
-    """Marks already written stay where they are, so a half-written update only ever adds marks."""
+def test_a_crash_between_two_writes_of_one_flush_never_loses_a_mark():
+    """Entries are written in order and never rewritten, so a crash leaves everything before it intact."""
     state = DyingStore()
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
@@ -283,43 +305,64 @@ def test_a_crash_between_two_in_flight_writes_never_loses_a_mark():
     ledger.record({key: ["id", "0912"] for key in first[:2000]})
     unanswered = set(first[2000:])
 
-    # 6,000 new keys take two in-flight chunks: the worker dies writing the second.
+    # 6,000 marks take two entries (4,000 keys each at most): the worker dies writing the second.
     state.writes_left = 1
     with pytest.raises(SystemExit):
         ledger.mark_in_flight(range(2, 12002, 2))
 
-    reread = SendLedger(TaskStateKeyValueStore(state))
-    reread.load()
-    assert unanswered | set(range(2, 6002, 2)) == reread.uncertain
+    reread = read_ledger(state.values)
+    assert reread.uncertain == unanswered | set(range(2, 8002, 2))
     assert reread.sent.keys() == set(first[:2000])
 
 
-def test_an_in_flight_chunk_is_reused_only_once_none_of_its_keys_is_in_flight():
-    """Marks of answered batches are overwritten by later marks; an unanswered key keeps its chunk."""
+def test_staged_receipts_ride_along_with_the_next_marks():
+    """Accepted and released messages wait for the next write; marks are written at once."""
     state = MemoryTaskState()
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
     ledger.mark_in_flight([1, 2, 3])
     ledger.mark_in_flight([4, 5])
-    ledger.record({1: ["id-1", "0912"], 2: ["id-2", "0912"]}, released=[3])
-    ledger.mark_in_flight([6, 7])  # chunk 0 has nothing in flight left: reused
-    ledger.record({4: ["id-4", "0912"]})
-    ledger.mark_in_flight([8])  # chunk 1 still holds 5, unanswered: a new chunk
-    ledger.record({6: ["id-6", "0912"], 7: ["id-7", "0912"], 8: ["id-8", "0912"]})
+    ledger.stage({1: ["id-1", "0912"], 2: ["id-2", "0912"]}, released=[3])
+    assert ledger.staged == 2
+    assert state.sets == 2
+    ledger.mark_in_flight([6, 7])  # carries 1, 2 and 3 as well
+    assert (state.sets, ledger.staged) == (3, 0)
+    ledger.record({4: ["id-4", "0912"], 6: ["id-6", "0912"]})
+    ledger.flush()  # nothing staged: nothing written
+    assert state.sets == 4
 
-    assert sorted(state.values) == ["p2psms.inflight.0", "p2psms.inflight.1", "p2psms.inflight.2"] + [
-        f"p2psms.sent.{n}" for n in range(3)
-    ]
     reread = read_ledger(state.values)
-    assert reread.uncertain == {5}
-    assert sorted(reread.sent) == [1, 2, 4, 6, 7, 8]
+    assert reread.uncertain == {5, 7}
+    assert sorted(reread.sent) == [1, 2, 4, 6]
     assert reread.sent[4] == ["id-4", "0912"]
 
 
-def test_a_checkpoint_of_another_format_is_refused_with_what_to_do():
+def test_receipts_that_do_not_fit_one_value_are_split():
     state = MemoryTaskState()
-    state.set("p2psms.sent.0", {"00000000000000ff": ["id", "0912"]})
-    with pytest.raises(SmsConfigurationError, match=r"'sent.0' is a dict.*another version.*clear the task's state"):
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    # Random-looking ids compress badly: 5,000 receipts take several values.
+    accepted = {key: [f"{message_key(str(key), 'id'):016x}{key:016x}", phone(key % 9000)] for key in range(1, 5001)}
+    ledger.mark_in_flight(accepted)
+    ledger.record(accepted)
+    assert 2 < state.sets < 8
+    assert 0 < state.largest <= STATE_VALUE_LIMIT
+    assert read_ledger(state.values).sent == accepted
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"00000000000000ff": ["id", "0912"]},
+        "00000000000000ff",
+        "AAAAAAAAAP8=:AAAAAAAAAP8=:not zlib",
+        "AAAAAP8=::",
+    ],
+)
+def test_a_checkpoint_of_another_format_is_refused_with_what_to_do(value):
+    state = MemoryTaskState()
+    state.set("p2psms.log.0", value)
+    with pytest.raises(SmsConfigurationError, match=r"'p2psms.log.0' cannot be read.*clear the task's state"):
         read_ledger(state.values)
 
 
@@ -339,19 +382,17 @@ def test_a_clean_up_that_fails_half_way_leaves_a_readable_prefix_and_does_not_fa
     state = FailingDeletes()
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
-    ledger.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(1, 2201)})
-    chunks = sorted(state.values)
-    assert chunks == ["p2psms.sent.0", "p2psms.sent.1", "p2psms.sent.2"]
-    kept = sum(len(json.loads(state.values[name]).split("\n")) for name in chunks[:2])
+    for start in range(0, 3000, 1000):
+        ledger.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(start, start + 1000)})
+    entries = sorted(state.values)
+    assert entries == ["p2psms.log.0", "p2psms.log.1", "p2psms.log.2"]
 
     with caplog.at_level(logging.WARNING):
         ledger.clear()
 
-    assert sorted(state.values) == chunks[:2]
-    reread = SendLedger(TaskStateKeyValueStore(state))
-    reread.load()
-    assert len(reread.sent) == kept
-    assert "Could not delete the resume checkpoint 'p2psms.sent.1' (RuntimeError" in caplog.text
+    assert sorted(state.values) == entries[:2]
+    assert read_ledger(state.values).sent.keys() == set(range(2000))
+    assert "Could not delete the resume checkpoint 'p2psms.log.1' (RuntimeError" in caplog.text
 
 
 def test_checkpoints_are_scoped_to_the_task_instance_and_its_map_index(tmp_path):
@@ -371,7 +412,7 @@ def test_checkpoints_are_scoped_to_the_task_instance_and_its_map_index(tmp_path)
     again.load()
     assert again.sent == {1: ["id-1", phone(1)]}
     files = sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.json"))
-    assert files == ["reliability/manual__1/send/0/p2psms.sent.0.json"]
+    assert files == ["reliability/manual__1/send/0/p2psms.log.0.json"]
 
 
 # --------------------------------------------------------------------------- a real Airflow retry
