@@ -7,9 +7,10 @@ receipt and the delivery report) are JSON-ready ``TypedDict``\\s.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypedDict
+from typing import Any, TypedDict
 
 
 class DeliveryStatus(str, Enum):
@@ -116,7 +117,8 @@ class SendReceipt(TypedDict):
 
     ``messages`` packs one line ``"<message id> <recipient>"`` per accepted message (recipient in
     wire format), lines joined by ``"\\n"``: one string instead of a list per message keeps a receipt
-    of hundreds of thousands of messages small and cheap to store. Read it with
+    of hundreds of thousands of messages small and cheap to store. Past :data:`PACK_THRESHOLD`
+    characters the lines are zlib-compressed, as ``"zlib:" + base64``. Read it with
     :func:`receipt_messages`. ``problems`` holds at most a few hundred masked examples of invalid
     rows and uncertain messages, for the log and the UI; the counts are exact.
     """
@@ -129,11 +131,65 @@ class SendReceipt(TypedDict):
     problems: list[str]
 
 
+#: A receipt's ``messages`` longer than this many characters are compressed.
+PACK_THRESHOLD = 65_536
+
+_PACKED_PREFIX = "zlib:"
+
+
 def receipt_messages(messages: str | list[list[str]]) -> list[list[str]]:
-    """``[message_id, recipient]`` pairs from a receipt's ``messages`` (packed or already a list)."""
+    """``[message_id, recipient]`` pairs from a receipt's ``messages`` (lines, compressed lines, or a list)."""
     if isinstance(messages, str):
+        if messages.startswith(_PACKED_PREFIX):
+            import base64
+            import zlib
+
+            messages = zlib.decompress(base64.b64decode(messages[len(_PACKED_PREFIX) :])).decode()
         return [line.split(" ", 1) for line in messages.split("\n") if line]
     return [list(pair) for pair in messages]
+
+
+class MessagesPacker:
+    """
+    Build a receipt's ``messages`` as messages are accepted: plain lines while they are few, then
+    compressed as they come, so that neither the lines nor the receipt are ever held uncompressed.
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._size = 0
+        self._compressor: Any = None
+        self._packed: list[bytes] = []
+        self._value: str | None = None
+
+    def add(self, pairs: Iterable[Sequence[str]]) -> None:
+        """Add ``(message_id, recipient)`` pairs."""
+        text = "\n".join(f"{message_id} {recipient}" for message_id, recipient in pairs)
+        if not text:
+            return
+        if self._compressor is not None:
+            self._packed.append(self._compressor.compress(b"\n" + text.encode()))
+            return
+        self._lines.append(text)
+        self._size += len(text) + 1
+        if self._size > PACK_THRESHOLD:
+            import zlib
+
+            self._compressor = zlib.compressobj(6)
+            self._packed.append(self._compressor.compress("\n".join(self._lines).encode()))
+            self._lines = []
+
+    def value(self) -> str:
+        """The receipt's ``messages``, once every message is added."""
+        if self._compressor is None:
+            return "\n".join(self._lines)
+        if self._value is None:
+            import base64
+
+            packed = b"".join(self._packed) + self._compressor.flush()
+            self._packed = []
+            self._value = (_PACKED_PREFIX.encode() + base64.b64encode(packed)).decode()
+        return self._value
 
 
 class DeliveryReport(TypedDict):

@@ -213,11 +213,10 @@ class AirflowHome:
 
 
 def receipt_pairs(receipt: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(message id, recipient)`` of a send receipt, whether ``messages`` is packed lines or a list of pairs."""
-    messages = receipt["messages"]
-    if isinstance(messages, str):
-        return [tuple(line.split(" ", 1)) for line in messages.split("\n") if line]  # type: ignore[misc]
-    return [(message[0], message[1]) for message in messages]
+    """``(message id, recipient)`` of a send receipt, read with the package's ``receipt_messages``."""
+    from airflow_provider_p2psms.models import receipt_messages
+
+    return [(message_id, recipient) for message_id, recipient in receipt_messages(receipt["messages"])]
 
 
 def _parse_date(value: Any) -> datetime | None:

@@ -33,6 +33,7 @@ from airflow_provider_p2psms.exceptions import (
     SmsRequestRejected,
     SmsUncertainSendError,
 )
+from airflow_provider_p2psms.models import MessagesPacker
 from airflow_provider_p2psms.utils.checkpoint import CHUNK_SIZE
 from airflow_provider_p2psms.utils.phone import mask_phone
 from airflow_provider_p2psms.utils.recipients import MAX_PROBLEMS
@@ -87,8 +88,8 @@ class BatchSender:
         self.resend_uncertain = resend_uncertain
         self.send_time = send_time
         self.log = log
-        #: Accepted messages, as ``"<message id> <recipient>"`` lines joined per batch: see ``SendReceipt``.
-        self.accepted: list[str] = []
+        #: Accepted messages, packed as ``SendReceipt.messages``.
+        self.accepted = MessagesPacker()
         self.accepted_count = 0
         self.resumed = 0
         self.uncertain_keys: set[int] = set()
@@ -250,7 +251,7 @@ class BatchSender:
         self._tick()
 
     def _accept(self, pairs: list[list[str]]) -> None:
-        self.accepted.append("\n".join(f"{message_id} {recipient}" for message_id, recipient in pairs))
+        self.accepted.add(pairs)
         self.accepted_count += len(pairs)
 
     def _tick(self) -> None:
@@ -283,7 +284,7 @@ class BatchSender:
         return builder.receipt(
             self.hook.conn_type,
             sms_conn_id,
-            messages="\n".join(chunk for chunk in self.accepted if chunk),
+            messages=self.accepted.value(),
             sent=self.accepted_count,
             resumed=self.resumed,
             uncertain=len(self.uncertain_keys),

@@ -7,7 +7,7 @@ import json
 import threading
 
 from airflow_provider_p2psms.hooks.factory import get_sms_hook
-from airflow_provider_p2psms.models import OutgoingSms
+from airflow_provider_p2psms.models import MessagesPacker, OutgoingSms
 from airflow_provider_p2psms.triggers.p2p_sms import P2PSmsDeliveryTrigger
 
 
@@ -47,6 +47,19 @@ def test_polls_until_every_message_is_final(sms_connections):
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
     assert payloads == [{"status": "done", "state": "dfb", "polls": payloads[0]["polls"]}]
     assert payloads[0]["polls"] >= 2
+
+
+def test_a_compressed_receipt_is_tracked_message_by_message(sms_connections):
+    sms_connections.configure(delivery_seconds=0.2)
+    packer = MessagesPacker()
+    for start in range(0, 1500, 100):
+        packer.add(send([f"0912{2001000 + index:07d}" for index in range(start, start + 100)]))
+    messages = packer.value()
+    assert messages.startswith("zlib:")
+    payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
+    assert [payload["status"] for payload in payloads] == ["done"]
+    assert len(payloads[0]["state"]) == 1500
+    assert set(payloads[0]["state"]) == {"d"}
 
 
 def test_a_status_outage_does_not_end_the_wait(sms_connections, monkeypatch):
