@@ -150,7 +150,8 @@ class SendLedger:
         self.uncertain: set[int] = set()
         self._entries = 0
         self._lock = threading.Lock()
-        self._accepted: dict[int, list[str]] = {}
+        # Staged, not written yet: receipt lines "<key> <recipient> <message id>", and released keys.
+        self._lines: list[str] = []
         self._released: list[int] = []
 
     def _key(self, index: int) -> str:
@@ -172,43 +173,55 @@ class SendLedger:
     @property
     def staged(self) -> int:
         """Accepted messages staged and not written yet."""
-        return len(self._accepted)
+        return len(self._lines)
 
     def stage(self, accepted: Mapping[int, list[str]] | None = None, released: Iterable[int] = ()) -> None:
         """
-        Note accepted and released messages, to be written by the next :meth:`flush` (any thread).
+        Note accepted and released messages, to be written by a later :meth:`flush` (any thread).
 
         :param accepted: message key -> ``[message_id, recipient]`` of newly accepted messages.
         :param released: keys of messages that provably did not go out (the gateway refused the batch,
             or it was never sent), so a retry may send them. Their marks must be written already: the
             log is replayed in order, and a release written before its marks is undone by them.
         """
+        lines = [f"{key:016x} {recipient} {message_id}" for key, (message_id, recipient) in (accepted or {}).items()]
         with self._lock:
-            self._accepted.update(accepted or {})
+            self._lines.extend(lines)
             self._released.extend(released)
 
-    def flush(self, marks: Iterable[int] = ()) -> None:
-        """Durably write ``marks`` (messages about to be sent) and everything staged so far."""
+    def flush(self, marks: Iterable[int] = (), *, everything: bool = True) -> None:
+        """
+        Durably write ``marks`` (messages about to be sent) and what is staged.
+
+        :param everything: write all that is staged; if false, only what fits beside the marks, so
+            that marking costs one write (unless the marks alone need more), and leave the rest staged.
+        """
         with self._lock:
-            accepted, self._accepted = self._accepted, {}
+            lines, self._lines = self._lines, []
             released, self._released = self._released, []
         keys = list(marks)
-        lines = [f"{key:016x} {recipient} {message_id}" for key, (message_id, recipient) in accepted.items()]
-        while keys or released or lines:
-            marked, keys = keys[:_KEYS_PER_ENTRY], keys[_KEYS_PER_ENTRY:]
-            room = _KEYS_PER_ENTRY - len(marked)
-            freed, released = released[:room], released[room:]
-            head = f"{_pack_keys(marked)}:{_pack_keys(freed)}:"
-            receipts, count = _pack_lines(lines, CHUNK_BYTES - len(head))
-            if not (marked or freed or count):
-                raise ValueError(f"A receipt line of {len(lines[0])} characters does not fit a checkpoint value.")
-            lines = lines[count:]
-            self._store.set(self._key(self._entries), head + receipts)
-            self._entries += 1
+        try:
+            while keys or released or lines:
+                marked, keys = keys[:_KEYS_PER_ENTRY], keys[_KEYS_PER_ENTRY:]
+                freed = released[: _KEYS_PER_ENTRY - len(marked)]
+                head = f"{_pack_keys(marked)}:{_pack_keys(freed)}:"
+                receipts, count = _pack_lines(lines, CHUNK_BYTES - len(head))
+                if not (marked or freed or count):
+                    raise ValueError(f"A receipt line of {len(lines[0])} characters does not fit a checkpoint value.")
+                self._store.set(self._key(self._entries), head + receipts)
+                self._entries += 1
+                released, lines = released[len(freed) :], lines[count:]
+                if not everything and not keys:
+                    break
+        finally:
+            # Whatever was not written goes back, ahead of what was staged meanwhile.
+            with self._lock:
+                self._lines[:0] = lines
+                self._released[:0] = released
 
     def mark_in_flight(self, keys: Iterable[int]) -> None:
-        """Durably note that these messages are about to be sent (with whatever is staged). Call before sending."""
-        self.flush(keys)
+        """Durably note that these messages are about to be sent (with what is staged and fits). Call before sending."""
+        self.flush(keys, everything=False)
 
     def record(self, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
         """Durably note accepted and released messages: :meth:`stage`, then :meth:`flush`."""

@@ -164,7 +164,7 @@ class BatchSender:
             batches = _batched(self._fresh(messages), self.hook.batch_size)
             while not stop.is_set() and (group := list(islice(batches, window))):
                 keys = [key for batch in group for key, _ in batch]
-                marked = self._writer.submit(self.ledger.flush, keys)
+                marked = self._writer.submit(self.ledger.mark_in_flight, keys)
                 if not _put(feed, (group, marked), stop):
                     # Marked, but the senders stopped before taking it: it never goes out.
                     _release_once_marked(self.ledger, keys, marked)

@@ -337,6 +337,23 @@ def test_staged_receipts_ride_along_with_the_next_marks():
     assert reread.sent[4] == ["id-4", "0912"]
 
 
+def test_marking_costs_one_write_and_leaves_what_does_not_fit_staged():
+    state = MemoryTaskState()
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    accepted = {key: [f"{message_key(str(key), 'id'):016x}{key:016x}", phone(key % 9000)] for key in range(1, 3001)}
+    ledger.mark_in_flight(accepted)
+    ledger.stage(accepted)
+    ledger.mark_in_flight(range(5001, 6601))  # the next window's marks: one write, whatever is staged
+    assert state.sets == 2
+    assert 0 < ledger.staged < 3000
+    ledger.flush()
+    assert ledger.staged == 0
+    reread = read_ledger(state.values)
+    assert reread.sent == accepted
+    assert reread.uncertain == set(range(5001, 6601))
+
+
 def test_receipts_that_do_not_fit_one_value_are_split():
     state = MemoryTaskState()
     ledger = SendLedger(TaskStateKeyValueStore(state))
