@@ -295,6 +295,19 @@ class DyingStore(MemoryTaskState):
         super().set(key, value)
 
 
+def empty_ledger() -> tuple[MemoryTaskState, SendLedger]:
+    """A ledger on a new in-memory store, loaded."""
+    state = MemoryTaskState()
+    ledger = SendLedger(TaskStateKeyValueStore(state))
+    ledger.load()
+    return state, ledger
+
+
+def random_receipts(count: int) -> dict[int, list[str]]:
+    """Receipts with 32-hex-digit ids that look random, so they compress as badly as Bitel's."""
+    return {key: [f"{message_key(str(key), 'id'):016x}{key:016x}", phone(key % 9000)] for key in range(1, count + 1)}
+
+
 def test_a_crash_between_two_writes_of_one_flush_never_loses_a_mark():
     """Entries are written in order and never rewritten, so a crash leaves everything before it intact."""
     state = DyingStore()
@@ -317,9 +330,7 @@ def test_a_crash_between_two_writes_of_one_flush_never_loses_a_mark():
 
 def test_staged_receipts_ride_along_with_the_next_marks():
     """Accepted and released messages wait for the next write; marks are written at once."""
-    state = MemoryTaskState()
-    ledger = SendLedger(TaskStateKeyValueStore(state))
-    ledger.load()
+    state, ledger = empty_ledger()
     ledger.mark_in_flight([1, 2, 3])
     ledger.mark_in_flight([4, 5])
     ledger.stage({1: ["id-1", "0912"], 2: ["id-2", "0912"]}, released=[3])
@@ -338,10 +349,8 @@ def test_staged_receipts_ride_along_with_the_next_marks():
 
 
 def test_marking_costs_one_write_and_leaves_what_does_not_fit_staged():
-    state = MemoryTaskState()
-    ledger = SendLedger(TaskStateKeyValueStore(state))
-    ledger.load()
-    accepted = {key: [f"{message_key(str(key), 'id'):016x}{key:016x}", phone(key % 9000)] for key in range(1, 3001)}
+    state, ledger = empty_ledger()
+    accepted = random_receipts(3000)
     ledger.mark_in_flight(accepted)
     ledger.stage(accepted)
     ledger.mark_in_flight(range(5001, 6601))  # the next window's marks: one write, whatever is staged
@@ -355,11 +364,8 @@ def test_marking_costs_one_write_and_leaves_what_does_not_fit_staged():
 
 
 def test_receipts_that_do_not_fit_one_value_are_split():
-    state = MemoryTaskState()
-    ledger = SendLedger(TaskStateKeyValueStore(state))
-    ledger.load()
-    # Random-looking ids compress badly: 5,000 receipts take several values.
-    accepted = {key: [f"{message_key(str(key), 'id'):016x}{key:016x}", phone(key % 9000)] for key in range(1, 5001)}
+    state, ledger = empty_ledger()
+    accepted = random_receipts(5000)
     ledger.mark_in_flight(accepted)
     ledger.record(accepted)
     assert 2 < state.sets < 8
