@@ -108,6 +108,7 @@ class BatchSender:
         # loop (a fatal answer, a timeout or SIGTERM raised in this thread), they provably did not go
         # out, so they are released: left marked, a retry would take them for uncertain.
         unsent: list[int] = []
+        unsent_marked: Future[None] | None = None
         feed: queue.Queue[Any] = queue.Queue(maxsize=_GROUPS_AHEAD)
         stop = threading.Event()
         feeder = threading.Thread(
@@ -122,9 +123,9 @@ class BatchSender:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                group, marked = item
+                group, unsent_marked = item
                 unsent = [key for batch in group for key, _ in batch]
-                marked.result()  # the marks are durable before any of these messages leaves
+                unsent_marked.result()  # the marks are durable before any of these messages leaves
                 for batch in group:
                     while len(in_flight) >= self.max_concurrency:
                         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -137,7 +138,9 @@ class BatchSender:
                     self._tick()
         finally:
             stop.set()
-            self.ledger.stage(released=unsent)
+            if unsent_marked is not None:
+                # A timeout may have come while the marks were being written: release after them.
+                _release_once_marked(self.ledger, unsent, unsent_marked)
             self._release_queued(feed, feeder)
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
