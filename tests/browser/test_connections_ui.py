@@ -11,6 +11,7 @@ Screenshots land in ``.artifacts/``.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,29 @@ class ConnectionsPage:
 
         return self.driver.find_elements(By.CSS_SELECTOR, "[data-scope=toast][data-part=root]")
 
+    def click(self, element: Any, attempts: int = 5) -> None:
+        """
+        Click like a user: if a tooltip left open by an earlier hover covers the element, move the pointer
+        off it, close the tooltip with Escape, and click again.
+        """
+        from selenium.common.exceptions import ElementClickInterceptedException
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        for attempt in range(attempts):
+            try:
+                element.click()
+                return
+            except ElementClickInterceptedException:
+                if attempt == attempts - 1:
+                    raise
+                # To the page's top-left corner (offsets count from the element's centre).
+                body = self.driver.find_element(By.TAG_NAME, "body")
+                corner = (-body.size["width"] // 2 + 2, -body.size["height"] // 2 + 2)
+                ActionChains(self.driver).move_to_element_with_offset(body, *corner).send_keys(Keys.ESCAPE).perform()
+                time.sleep(0.3)
+
     def click_test(self, conn_id: str) -> tuple[str, str]:
         """Click the row's Test button; returns the title and the message of the toast it raises."""
         from selenium.webdriver.common.by import By
@@ -229,7 +253,7 @@ class ConnectionsPage:
             self.driver.execute_script(PORT_ZERO_SHIM)
         seen = {toast.get_attribute("id") for toast in self.toasts()}
         row = self.driver.find_element(By.XPATH, self.row_xpath(conn_id))
-        row.find_element(By.CSS_SELECTOR, "button[aria-label='Test Connection']").click()
+        self.click(row.find_element(By.CSS_SELECTOR, "button[aria-label='Test Connection']"))
 
         def new_toast(_: Any) -> Any:
             fresh = [toast for toast in self.toasts() if toast.get_attribute("id") not in seen]
