@@ -112,16 +112,20 @@ class AirflowHome:
             }
         )
 
-    def migrate(self) -> None:
-        result = subprocess.run(
-            [self.python, "-m", "airflow", "db", "migrate"],
+    def run_python(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run this home's Python with ``args`` in its environment, output captured, no standard input."""
+        return subprocess.run(
+            [self.python, *args],
             env=self.env,
             cwd=self.root,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
+
+    def migrate(self) -> None:
+        result = self.run_python("-m", "airflow", "db", "migrate", timeout=600)
         if result.returncode != 0:
             raise BenchError("airflow db migrate failed:\n" + (result.stdout + result.stderr)[-4000:])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -146,14 +145,8 @@ def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result
 
 def _transport_ceiling(home: AirflowHome, n: int, concurrency: int) -> float:
     """Messages per second of the hook alone (``bench/transport_ceiling.py``): what no operator can beat here."""
-    result = subprocess.run(
-        [home.python, str(BENCH_DIR / "transport_ceiling.py"), "--messages", str(n), "--concurrency", str(concurrency)],
-        env=home.env,
-        cwd=home.root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
+    result = home.run_python(
+        str(BENCH_DIR / "transport_ceiling.py"), "--messages", str(n), "--concurrency", str(concurrency), timeout=300
     )
     if result.returncode != 0:
         raise BenchError(f"transport_ceiling.py failed:\n{result.stderr[-2000:]}")
@@ -286,15 +279,7 @@ PARSE_TARGETS = {
 
 def _import_seconds(home: AirflowHome, modules: tuple[str, ...]) -> float | None:
     """Seconds ``modules`` add after ``import airflow.sdk`` in a fresh interpreter, or None if not installed."""
-    result = subprocess.run(
-        [home.python, "-c", _IMPORT_PROBE, *modules],
-        env=home.env,
-        cwd=home.root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    result = home.run_python("-c", _IMPORT_PROBE, *modules, timeout=120)
     if result.returncode != 0:
         if "ModuleNotFoundError" in result.stderr:
             return None
