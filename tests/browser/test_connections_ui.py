@@ -83,6 +83,16 @@ if (!window.__p2psmsPortShim) {
 }
 """
 
+TOASTS_SCRIPT = """
+const text = (root, part) => {
+  const element = root.querySelector(`[data-part=${part}]`);
+  return element ? element.innerText.trim() : "";
+};
+return Array.from(document.querySelectorAll("[data-scope=toast][data-part=root]")).map((root) => ({
+  id: root.id, title: text(root, "title"), description: text(root, "description"),
+}));
+"""
+
 
 class ConnectionsPage:
     """Admin > Connections of the Airflow 3 React UI, driven like a person would."""
@@ -217,10 +227,12 @@ class ConnectionsPage:
     def row_xpath(conn_id: str) -> str:
         return f"//tr[td[normalize-space()='{conn_id}']]"
 
-    def toasts(self) -> list[Any]:
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_elements(By.CSS_SELECTOR, "[data-scope=toast][data-part=root]")
+    def toasts(self) -> list[dict[str, str]]:
+        """
+        The toasts on screen, as id, title and description, read in one script run: toasts close on their own,
+        so reading them element by element can meet one that is already gone.
+        """
+        return self.driver.execute_script(TOASTS_SCRIPT)
 
     def click(self, element: Any, attempts: int = 5) -> None:
         """
@@ -251,18 +263,16 @@ class ConnectionsPage:
 
         if self.port_shim:
             self.driver.execute_script(PORT_ZERO_SHIM)
-        seen = {toast.get_attribute("id") for toast in self.toasts()}
+        seen = {toast["id"] for toast in self.toasts()}
         row = self.driver.find_element(By.XPATH, self.row_xpath(conn_id))
         self.click(row.find_element(By.CSS_SELECTOR, "button[aria-label='Test Connection']"))
 
         def new_toast(_: Any) -> Any:
-            fresh = [toast for toast in self.toasts() if toast.get_attribute("id") not in seen]
-            return fresh[0] if fresh and fresh[0].text.strip() else False
+            fresh = [toast for toast in self.toasts() if toast["id"] not in seen and toast["title"]]
+            return fresh[0] if fresh else False
 
         toast = self.until(new_toast, f"the toast of the Test button of {conn_id}", timeout=45)
-        title = toast.find_element(By.CSS_SELECTOR, "[data-part=title]").text.strip()
-        descriptions = toast.find_elements(By.CSS_SELECTOR, "[data-part=description]")
-        return title, (descriptions[0].text.strip() if descriptions else "")
+        return toast["title"], toast["description"]
 
 
 @pytest.fixture(scope="module")
