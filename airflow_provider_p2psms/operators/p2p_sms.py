@@ -34,7 +34,9 @@ class P2PSmsOperator(BaseOperator):
     repeated (number, text) pairs are sent once, and batches go out ``max_concurrency`` at a time.
 
     Every accepted batch is checkpointed, so a retry of the task sends only what was not accepted
-    before (see ``on_uncertain`` for batches whose fate is unknown).
+    before (see ``on_uncertain`` for batches whose fate is unknown). The checkpoint is deleted by a
+    success callback the operator adds to ``on_success_callback``, once Airflow has stored the
+    receipt: a retry after a failed XCom push still finds everything sent.
 
     :param sms_conn_id: connection of type ``bitel`` or ``ippanel``; its type picks the gateway. (templated)
     :param message: Jinja template of the text, rendered per recipient, e.g.
@@ -174,6 +176,14 @@ class P2PSmsOperator(BaseOperator):
         self.timezone = timezone
         self.outside_window = outside_window
         self.checkpoint_path = checkpoint_path
+        # Deleted only once the task has succeeded, that is after Airflow stored the receipt: at the end of
+        # execute(), a retry after a failed XCom push would find no checkpoint and send everything again.
+        self.on_success_callback = [*self.on_success_callback, self._delete_checkpoint]
+
+    def _delete_checkpoint(self, context: Context) -> None:
+        """Success callback: the task instance is done, so a new run of it may send again."""
+        if not self.dry_run:
+            self._ledger(context).clear()
 
     def execute(self, context: Context) -> SendReceipt:
         scheduled_for = None
@@ -258,7 +268,6 @@ class P2PSmsOperator(BaseOperator):
             )
         if not receipt["messages"] and not receipt["counts"]["uncertain"]:
             self._on_nothing_to_send(receipt)
-        ledger.clear()
         return receipt
 
     # ------------------------------------------------------------------ steps

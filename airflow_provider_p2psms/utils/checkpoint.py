@@ -233,16 +233,19 @@ class SendLedger:
         Forget everything: the task succeeded, and a new run of it may send again.
 
         Entries are deleted last first, so that whatever stops the clean-up half-way leaves a ledger
-        that still reads back as a prefix of what was written. A store error does not fail the task:
-        every message is handled by then, and a retry could only send some of them twice.
+        that still reads back as a prefix of what was written. A store error is logged, not raised: the
+        task has succeeded by then (the operator clears from a success callback), and what is left only
+        waits for the store to expire it.
         """
-        keys = [self._key(index) for index in range(self._entries)]
-        self._entries = 0
+        entries, self._entries = self._entries, 0
         try:
             # One call instead of one per key: the task state store takes ~20 ms a call. The ledger is
             # the only state the operator keeps for its task instance.
             if self._store.clear():
                 return
+            # A store that cannot: the entries are numbered from 0, without gaps.
+            while self._store.get(self._key(entries)) is not None:
+                entries += 1
         except Exception as error:
             logging.getLogger(__name__).warning(
                 "Could not delete the resume checkpoints (%s: %s); they stay until the store expires them.",
@@ -250,6 +253,7 @@ class SendLedger:
                 error,
             )
             return
+        keys = [self._key(index) for index in range(entries)]
         for key in reversed(keys):
             try:
                 self._store.delete(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import textwrap
 import time
@@ -108,7 +109,8 @@ def test_retry_in_reverse_order_sends_only_the_rest_and_merges_the_receipt(conne
     second = make_operator(
         sms_conn_id=f"{gateway}_default", recipients=list(reversed(rows)), checkpoint_path=checkpoint_path
     )
-    receipt = second.execute(task_context(state, try_number=2))
+    context = task_context(state, try_number=2)
+    receipt = second.execute(context)
 
     counts = sent_counts(sandbox)
     assert sorted(counts) == sorted(wire(gateway, row["phone"]) for row in rows)
@@ -124,6 +126,12 @@ def test_retry_in_reverse_order_sends_only_the_rest_and_merges_the_receipt(conne
         [[wire(gateway, phone(i)) for i in range(start, start + 10)] for start in range(0, 40, 10)]
         + [[wire(gateway, phone(i)) for i in range(stop - 1, max(stop - 11, 39), -1)] for stop in range(95, 40, -10)]
     )
+    # Until Airflow has stored the receipt, the checkpoint holds every message: a retry sends nothing.
+    values = state.values if state is not None else {path.stem: path.read_text() for path in folder.rglob("*.json")}
+    assert len(read_ledger(values).sent) == 95
+    # Then the success callbacks run, and the checkpoint is gone.
+    for callback in second.on_success_callback:
+        callback(context)
     if state is not None:
         assert state.values == {}
     else:
@@ -418,6 +426,30 @@ def test_a_clean_up_that_fails_half_way_leaves_a_readable_prefix_and_does_not_fa
     assert "Could not delete the resume checkpoint 'p2psms.log.1' (RuntimeError" in caplog.text
 
 
+def test_a_ledger_cleared_without_being_loaded_deletes_every_entry():
+    """The success callback clears a ledger it never read; a store without a bulk clear must still empty."""
+    state = MemoryTaskState()
+    writer = SendLedger(TaskStateKeyValueStore(state))
+    writer.load()
+    for start in range(0, 3000, 1000):
+        writer.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(start, start + 1000)})
+    state.set("someone.else", 1)
+    assert len(state.values) == 4
+
+    SendLedger(TaskStateKeyValueStore(state)).clear()
+
+    assert state.values == {"someone.else": "1"}
+
+
+def test_the_checkpoint_clean_up_runs_after_the_users_success_callbacks():
+    def users(context: Any) -> None:
+        pass
+
+    operator = make_operator(recipients=["09121234567"], on_success_callback=users)
+    assert operator.on_success_callback == [users, operator._delete_checkpoint]
+    assert make_operator(recipients=["09121234567"]).on_success_callback != []
+
+
 def test_checkpoints_are_scoped_to_the_task_instance_and_its_map_index(tmp_path):
     contexts = [task_context(MemoryTaskState()) for _ in range(2)]
     for index, context in enumerate(contexts):
@@ -554,3 +586,87 @@ def test_hard_failure_then_airflow_retry_in_another_order(run_dag, sandbox, othe
     assert report["total"] == count
     assert report["counts"]["delivered"] == count
     assert "exceeds configured max_value_storage_bytes" not in result.output
+
+
+FLAKY_XCOM_BACKEND = '''
+"""An XCom backend that refuses the first push of each send task's receipt, once."""
+import os
+from pathlib import Path
+
+from airflow.sdk.bases.xcom import BaseXCom
+
+
+class FirstPushFails(BaseXCom):
+    @staticmethod
+    def serialize_value(value, *, key=None, task_id=None, dag_id=None, run_id=None, map_index=None):
+        marker = Path(os.environ["P2PSMS_TEST_XCOM_MARKERS"]) / f"{task_id}.failed"
+        if key == "return_value" and str(task_id).startswith("send") and not marker.exists():
+            marker.write_text("refused once")
+            raise RuntimeError("the XCom backend is unreachable (test)")
+        return BaseXCom.serialize_value(
+            value, key=key, task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index
+        )
+'''
+
+XCOM_FAILURE_DAG = """
+for task_id, extra in (("send_state", {}), ("send_files", {"checkpoint_path": CHECKPOINTS})):
+    P2PSmsOperator(
+        task_id=task_id,
+        sms_conn_id=task_id,
+        sql="SELECT phone, name, code FROM people ORDER BY rowid",
+        sql_conn_id="recipients_db",
+        message=MESSAGE,
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+        **extra,
+    )
+"""
+
+
+@needs_dags_test_retries
+@pytest.mark.integration
+def test_a_receipt_that_airflow_fails_to_store_is_not_sent_again_by_the_retry(
+    run_dag, sandbox, other_sandbox, tmp_path
+):
+    """
+    Everything is accepted, then Airflow cannot push the receipt as XCom and retries the task.
+
+    The retry must find every message in the checkpoint and send nothing again, with either store.
+    """
+    count = 120
+    rows = people(count)
+    database = write_people_db(tmp_path / "recipients.db", rows)
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "flaky_xcom.py").write_text(FLAKY_XCOM_BACKEND)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    folder = tmp_path / "checkpoints"
+    env = {
+        **gateway_conn_env("send_state", "bitel", sandbox, DEFAULT_BITEL_TOKEN, batch_size=50),
+        **gateway_conn_env("send_files", "bitel", other_sandbox, DEFAULT_BITEL_TOKEN, batch_size=50),
+        **sqlite_conn_env("recipients_db", database),
+        "AIRFLOW__CORE__XCOM_BACKEND": "flaky_xcom.FirstPushFails",
+        "P2PSMS_TEST_XCOM_MARKERS": str(markers),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "modules"), os.environ.get("PYTHONPATH")])),
+    }
+    constants = {"MESSAGE": MESSAGE, "CHECKPOINTS": f"file://{folder}"}
+    body = "".join(f"{name} = {value!r}\n" for name, value in constants.items())
+    result = run_dag(body + textwrap.dedent(XCOM_FAILURE_DAG), env)
+
+    assert result.returncode == 0, result.output[-4000:]
+    assert sorted(path.name for path in markers.iterdir()) == ["send_files.failed", "send_state.failed"]
+    for task_id, server in (("send_state", sandbox), ("send_files", other_sandbox)):
+        assert result.state(task_id) == "success", (task_id, result.output[-4000:])
+        assert result.try_number(task_id) == 2, task_id
+        counts = sent_counts(server)
+        assert sorted(counts) == sorted(row["phone"] for row in rows), task_id
+        assert set(counts.values()) == {1}, (task_id, "a recipient got the message twice")
+        receipt = result.xcom(task_id)
+        assert receipt["counts"]["sent"] == count
+        assert receipt["counts"]["resumed"] == count
+        assert sorted(receipt_messages(receipt["messages"])) == sorted(
+            [m["id"], m["recipient"]] for m in server.messages()
+        )
+    # The checkpoints are cleaned up once the task has succeeded.
+    assert state_store_keys(result.db, result.dag_id) == []
+    assert checkpoint_files(folder) == []
