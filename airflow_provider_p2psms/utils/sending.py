@@ -117,6 +117,10 @@ class BatchSender:
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="p2psms-send")
         feeder.start()
         try:
+            # One session for every sending thread, opened here while the feeder reads rows and has the
+            # first group marked. Left to the first sends, they wait on each other for it (Python 3.11's
+            # cached_property locks), or each opens its own (3.12+ does not lock).
+            self.hook.get_conn()
             while self._fatal is None:
                 item = feed.get()
                 if item is _END:
