@@ -42,6 +42,19 @@ from tests.helpers import connection_env  # noqa: E402
 AIRFLOW_HOME = _HOME
 
 
+@pytest.fixture(autouse=True)
+def own_checkpoint_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """
+    Resume checkpoints kept outside the task state store go to this test's own folder.
+
+    The operator deletes them from a success callback, which a test calling ``execute()`` directly does not
+    run; in the shared default folder they would then be resumed by the next test with the same task ids.
+    """
+    folder = tmp_path / "p2psms_checkpoints"
+    monkeypatch.setenv("AIRFLOW__P2PSMS__CHECKPOINT_PATH", f"file://{folder}")
+    return folder
+
+
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
     """A fresh sandbox API on a loopback port; messages become final after 0.6 s."""

@@ -98,6 +98,12 @@ def read_ledger(values: Mapping[str, str] | Iterable[Sequence[Any]]) -> SendLedg
     return ledger
 
 
+def run_success_callbacks(operator: Any, context: dict[str, Any]) -> None:
+    """What Airflow does once ``execute()`` returned and the receipt is stored: run the success callbacks."""
+    for callback in operator.on_success_callback:
+        callback(context)
+
+
 def task_context(state: MemoryTaskState | None = None, *, try_number: int = 1, **extra: Any) -> dict[str, Any]:
     """The part of a task context the operator uses: the task instance and the task state store."""
     ti = SimpleNamespace(dag_id="reliability", run_id="manual__1", task_id="send", map_index=-1, try_number=try_number)

@@ -31,6 +31,7 @@ from tests.reliability.support import (
     people,
     phone,
     read_ledger,
+    run_success_callbacks,
     send_statuses,
     sent_counts,
     sqlite_conn_env,
@@ -243,7 +244,10 @@ def test_a_send_that_times_out_is_uncertain_and_never_resent(connect, gateway):
     rows = people(20)
     state = MemoryTaskState()
 
-    receipt = make_operator(sms_conn_id=f"{gateway}_default", recipients=rows).execute(task_context(state))
+    operator = make_operator(sms_conn_id=f"{gateway}_default", recipients=rows)
+    context = task_context(state)
+    receipt = operator.execute(context)
+    run_success_callbacks(operator, context)
 
     assert send_statuses(sandbox) == Counter({"200": 2}), "the hook resent a batch that had gone out"
     assert sent_counts(sandbox) == Counter(wire(gateway, row["phone"]) for row in rows)
@@ -267,7 +271,9 @@ def test_uncertain_batches_from_an_earlier_try_are_not_resent_by_default(connect
     assert len(sandbox.messages()) == 20
 
     sandbox.configure(send_drop_rate=0.0, fail_sends_after=None)
-    receipt = operator.execute(task_context(state, try_number=2))
+    context = task_context(state, try_number=2)
+    receipt = operator.execute(context)
+    run_success_callbacks(operator, context)
 
     assert sent_counts(sandbox) == Counter(wire(gateway, row["phone"]) for row in rows)
     assert receipt["counts"] | {"sent": 10, "resumed": 0, "uncertain": 20} == receipt["counts"]

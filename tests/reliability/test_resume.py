@@ -40,6 +40,7 @@ from tests.reliability.support import (
     people,
     phone,
     read_ledger,
+    run_success_callbacks,
     sent_counts,
     sqlite_conn_env,
     state_store_keys,
@@ -130,8 +131,7 @@ def test_retry_in_reverse_order_sends_only_the_rest_and_merges_the_receipt(conne
     values = state.values if state is not None else {path.stem: path.read_text() for path in folder.rglob("*.json")}
     assert len(read_ledger(values).sent) == 95
     # Then the success callbacks run, and the checkpoint is gone.
-    for callback in second.on_success_callback:
-        callback(context)
+    run_success_callbacks(second, context)
     if state is not None:
         assert state.values == {}
     else:
