@@ -347,8 +347,7 @@ class P2PSmsHook(BaseHook):
             if not self.supports_send_time:
                 raise SmsConfigurationError(
                     f"{self.provider_name} cannot schedule a send (send_time); connection "
-                    f"'{self.sms_conn_id}' is a {self.provider_name} connection. Leave send_time unset, "
-                    "or use a gateway that supports scheduling (IPPanel)."
+                    f"'{self.sms_conn_id}' is a {self.provider_name} connection. {scheduling_hint()}"
                 )
             if send_time.tzinfo is None:
                 raise SmsConfigurationError("send_time must be timezone-aware (e.g. pendulum.datetime(..., tz='UTC')).")
@@ -468,6 +467,16 @@ class P2PSmsHook(BaseHook):
 
     def _auth_headers(self, token: str) -> dict[str, str]:
         raise NotImplementedError
+
+
+def scheduling_hint() -> str:
+    """What to do instead of setting ``send_time`` on a gateway that cannot schedule."""
+    from airflow_provider_p2psms.hooks.factory import scheduling_gateways
+
+    gateways = scheduling_gateways()
+    if not gateways:
+        return "Leave send_time unset: no installed gateway can schedule a send."
+    return f"Leave send_time unset, or use a connection of a gateway that can schedule: {' or '.join(gateways)}."
 
 
 def _ui_field_behaviour(cls: type[P2PSmsHook]) -> dict[str, Any]:

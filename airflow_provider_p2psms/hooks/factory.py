@@ -28,7 +28,18 @@ def get_sms_hook(sms_conn_id: str) -> P2PSmsHook:
             f"Connection '{sms_conn_id}' has type '{connection.conn_type}', which is not an SMS gateway. "
             f"Use a connection of type {' or '.join(repr(t) for t in classes)}."
         )
-    module_name, _, class_name = path.rpartition(".")
-    hook: P2PSmsHook = getattr(importlib.import_module(module_name), class_name)(sms_conn_id=sms_conn_id)
+    hook = _hook_class(path)(sms_conn_id=sms_conn_id)
     hook.settings  # noqa: B018 - read and validate the connection now, before any work starts
     return hook
+
+
+def scheduling_gateways() -> list[str]:
+    """The names of the gateways whose hook can schedule a send (``supports_send_time``), for hints."""
+    classes = [_hook_class(path) for path in hook_class_names().values()]
+    return [hook_class.provider_name for hook_class in classes if hook_class.supports_send_time]
+
+
+def _hook_class(path: str) -> type[P2PSmsHook]:
+    module_name, _, class_name = path.rpartition(".")
+    hook_class: type[P2PSmsHook] = getattr(importlib.import_module(module_name), class_name)
+    return hook_class

@@ -293,9 +293,11 @@ class P2PSmsOperator(BaseOperator):
         if value in (None, ""):
             return None
         if not hook.supports_send_time:
+            from airflow_provider_p2psms.hooks.base import scheduling_hint
+
             raise SmsConfigurationError(
                 f"send_time is set, but {hook.provider_name} (connection '{self.sms_conn_id}') cannot schedule "
-                "a send. Leave send_time unset, or use an IPPanel connection."
+                f"a send. {scheduling_hint()}"
             )
         import pendulum
 

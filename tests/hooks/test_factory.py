@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 from airflow.sdk import Connection
@@ -121,3 +122,25 @@ def test_the_connection_is_checked_when_the_hook_is_made(monkeypatch, sandbox):
     with pytest.raises(SmsConfigurationError, match="Connection 'sms_nosender' has no sender line"):
         get_sms_hook("sms_nosender")
     assert sandbox.requests() == []
+
+
+class SchedulingGatewayHook(IPPanelHook):
+    """A third gateway that can schedule, registered only by the test below."""
+
+    conn_type = "third_gateway"
+    provider_name = "ThirdGateway"
+
+
+def test_a_send_time_refusal_names_every_gateway_that_can_schedule(sms_connections, monkeypatch):
+    """The hint comes from the registered hooks, so a third gateway that can schedule is offered too."""
+    from airflow_provider_p2psms.hooks import factory
+
+    registered = {**hook_class_names(), "third_gateway": f"{__name__}.SchedulingGatewayHook"}
+    monkeypatch.setattr(factory, "hook_class_names", lambda: registered)
+    assert factory.scheduling_gateways() == ["IPPanel", "ThirdGateway"]
+
+    hook = get_sms_hook("bitel_default")
+    with pytest.raises(SmsConfigurationError, match="Bitel cannot schedule a send") as caught:
+        hook.send_batch([OutgoingSms("09121234567", "hi")], send_time=datetime(2031, 1, 1, tzinfo=timezone.utc))
+    assert "a gateway that can schedule: IPPanel or ThirdGateway" in str(caught.value)
+    assert sms_connections.requests() == []

@@ -137,6 +137,7 @@ def test_send_time_schedules_on_ippanel_and_is_refused_on_bitel(run_dag, sandbox
     assert result.state("send_ippanel") == "success"
     assert result.state("send_bitel") == "failed"
     assert "Bitel (connection 'bitel_default') cannot schedule a send" in result.output
+    assert "use a connection of a gateway that can schedule: IPPanel." in result.output
     messages = sandbox.messages()
     assert [(m["provider"], m["send_time"]) for m in messages] == [("ippanel", when.strftime("%Y-%m-%d %H:%M:%S"))]
 
