@@ -42,6 +42,8 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from airflow_provider_p2psms.utils.text import count_sms_parts
+
 SUFFIX_DELIVERY_FAILED: Final = "0001"
 SUFFIX_BLACKLISTED: Final = "0002"
 SUFFIX_ERROR: Final = "0003"
@@ -110,25 +112,6 @@ def final_outcome(phone_number: str) -> Outcome:
     return _SPECIAL_OUTCOMES.get(phone_number[-4:], DELIVERED)
 
 
-_GSM7_BASIC: Final = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-# Characters of the GSM 03.38 extension table take two septets (escape + code).
-_GSM7_EXTENDED: Final = frozenset("^{}\\[~]|€\f")
-_GSM7: Final = _GSM7_BASIC | _GSM7_EXTENDED
-
-
 def sms_parts(text: str) -> int:
-    """Count the SMS segments of ``text``.
-
-    GSM-7 text fits 160 septets in one SMS and 153 per part when concatenated;
-    anything else is UCS-2 with 70 and 67 UTF-16 units.
-    """
-    if _GSM7.issuperset(text):
-        units = len(text) + sum(text.count(char) for char in _GSM7_EXTENDED)
-        single, part = 160, 153
-    else:
-        units = len(text.encode("utf-16-le")) // 2
-        single, part = 70, 67
-    return 1 if units <= single else -(-units // part)
+    """Count the SMS segments ``text`` is billed as: the client's own count, and at least one."""
+    return max(1, count_sms_parts(text))
