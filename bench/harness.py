@@ -216,13 +216,6 @@ class AirflowHome:
         return json.loads(row[0]) if row else None
 
 
-def receipt_pairs(receipt: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(message id, recipient)`` of a send receipt, read with the package's ``receipt_messages``."""
-    from airflow_provider_p2psms.models import receipt_messages
-
-    return [(message_id, recipient) for message_id, recipient in receipt_messages(receipt["messages"])]
-
-
 def _parse_date(value: Any) -> datetime | None:
     if value is None:
         return None

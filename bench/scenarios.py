@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from harness import BENCH_DIR, BenchError, receipt_pairs
+from harness import BENCH_DIR, BenchError
 
 if TYPE_CHECKING:
     from harness import AirflowHome, DagRun, Sandbox
@@ -212,6 +212,8 @@ def _extra_report_pages(requests: list[dict[str, Any]]) -> int:
 
 def polling(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
     """Status requests of ``P2PSmsDeliverySensor`` and of a naive PythonSensor, messages final after 3 s."""
+    from airflow_provider_p2psms.models import receipt_messages
+
     n = sizes.polling
     counted: dict[str, dict[str, Any]] = {}
     for gateway, routes in (("bitel", (BITEL_STATUS_ROUTE,)), ("ippanel", IPPANEL_REPORT_ROUTES)):
@@ -221,7 +223,7 @@ def polling(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
             run = home.run_dag(dag_id, _table(n)).check("send", "wait")
             _check_sent(home, sandbox, run, n)
             stats = sandbox.stats()
-            messages = receipt_pairs(home.xcom(run, "send"))
+            messages = receipt_messages(home.xcom(run, "send")["messages"])
             entry = {
                 "requests": _status_requests(stats, routes),
                 "by_route": stats["by_route"],

@@ -112,19 +112,13 @@ with DAG(dag_id="p2psms_bench_naive_send", schedule=None, start_date=START, para
 def naive_all_delivered(ti: Any) -> bool:
     """A hand-written delivery check: ask about every message of the receipt, final or not, on every poke."""
     from airflow_provider_p2psms.hooks.factory import get_sms_hook
-    from airflow_provider_p2psms.models import SmsReceipt
+    from airflow_provider_p2psms.models import SmsReceipt, receipt_messages
 
     receipt = ti.xcom_pull(task_ids="send")
     hook = get_sms_hook(receipt["sms_conn_id"])
-    states = hook.get_statuses([SmsReceipt(message_id, recipient) for message_id, recipient in pairs(receipt)])
+    messages = receipt_messages(receipt["messages"])
+    states = hook.get_statuses([SmsReceipt(message_id, recipient) for message_id, recipient in messages])
     return all(state.is_final for state in states)
-
-
-def pairs(receipt: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(message id, recipient)`` of a send receipt, read with the package's ``receipt_messages``."""
-    from airflow_provider_p2psms.models import receipt_messages
-
-    return [(message_id, recipient) for message_id, recipient in receipt_messages(receipt["messages"])]
 
 
 for _gateway, _conn_id in CONNECTIONS.items():
