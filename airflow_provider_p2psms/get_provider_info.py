@@ -13,22 +13,24 @@ _GATEWAYS: dict[str, dict[str, Any]] = {
     "bitel": {
         "hook-class-name": "airflow_provider_p2psms.hooks.bitel.BitelHook",
         "hook-name": "Bitel SMS",
+        "provider-name": "Bitel",
         "token-label": "API token",
         "token-placeholder": "Bitel JWT (panel > API)",
-        "host-placeholder": "https://api.bitel.rest",
+        "default-base-url": "https://api.bitel.rest",
         "sender-label": "Gateway number (sender)",
-        "sender-placeholder": "10009909",
+        "sender-example": "10009909",
         "sender-description": "Bitel gatewayNumber to send from. Leave empty for the account's default gateway "
         "(which does not deliver to blacklisted numbers).",
     },
     "ippanel": {
         "hook-class-name": "airflow_provider_p2psms.hooks.ippanel.IPPanelHook",
         "hook-name": "IPPanel SMS",
+        "provider-name": "IPPanel",
         "token-label": "API key",
         "token-placeholder": "IPPanel API key (panel > Developers > Access Keys)",
-        "host-placeholder": "https://edge.ippanel.com/v1",
+        "default-base-url": "https://edge.ippanel.com/v1",
         "sender-label": "Sender number (from_number)",
-        "sender-placeholder": "+983000505",
+        "sender-example": "+983000505",
         "sender-description": "Required. A sender line of your IPPanel account, in E.164 form.",
     },
 }
@@ -64,8 +66,8 @@ def conn_fields(conn_type: str) -> dict[str, dict[str, Any]]:
     # (and, on Airflow 3.2+, in the field's suggestions).
     sender = {
         "label": gateway["sender-label"],
-        "schema": {"type": ["string", "null"], "examples": [gateway["sender-placeholder"]]},
-        "description": f"{gateway['sender-description']} Example: {gateway['sender-placeholder']}",
+        "schema": {"type": ["string", "null"], "examples": [gateway["sender-example"]]},
+        "description": f"{gateway['sender-description']} Example: {gateway['sender-example']}",
     }
     return {"sender": sender, **_COMMON_FIELDS}
 
@@ -78,12 +80,12 @@ def ui_field_behaviour(conn_type: str) -> dict[str, Any]:
         "relabeling": {"password": gateway["token-label"], "host": "Base URL (optional)"},
         "placeholders": {
             "password": gateway["token-placeholder"],
-            "host": gateway["host-placeholder"],
-            "sender": gateway["sender-placeholder"],
+            "host": gateway["default-base-url"],
+            "sender": gateway["sender-example"],
             "timeout": "30",
             "max_retries": "5",
             "batch_size": "100",
-            "extra": '{"sender": "' + gateway["sender-placeholder"] + '"}',
+            "extra": '{"sender": "' + gateway["sender-example"] + '"}',
         },
     }
 
@@ -128,6 +130,11 @@ def _connection_type(conn_type: str) -> dict[str, Any]:
             "placeholders": behaviour["placeholders"],
         },
     }
+
+
+def gateway_facts(conn_type: str) -> dict[str, Any] | None:
+    """What this provider declares about the gateway of ``conn_type`` (names, labels, default URL), if it knows it."""
+    return _GATEWAYS.get(conn_type)
 
 
 def hook_class_names() -> dict[str, str]:

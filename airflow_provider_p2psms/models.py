@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from hashlib import blake2b
 from typing import Any, TypedDict
 
 
@@ -57,6 +58,18 @@ class OutgoingSms:
     text: str
 
 
+def message_key(recipient: str, text: str) -> int:
+    """
+    A 64-bit key of (recipient, text): the identity of a message.
+
+    Two rows with the same number and text are one message (sent once), and a retry recognizes what an
+    earlier try sent by it, whatever order the rows come back in. Resume checkpoints store it: it must
+    never change between versions.
+    """
+    digest = blake2b(f"{recipient}\x1f{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class SmsReceipt:
     """The gateway's acknowledgement of one accepted message.
@@ -71,6 +84,27 @@ class SmsReceipt:
     recipient: str
     parts: int | None = None
     price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What came of one batch of a bulk send (``P2PSmsHook.send_messages``).
+
+    :param keys: the messages' keys (:func:`message_key`), in batch order.
+    :param messages: the batch, in the order sent.
+    :param receipts: one per message when the gateway accepted the batch; empty when it is uncertain.
+    :param uncertain: why the gateway may or may not have the batch (a timeout, a dropped connection,
+        a 5xx); ``None`` when it was accepted.
+    """
+
+    keys: tuple[int, ...]
+    messages: tuple[OutgoingSms, ...]
+    receipts: tuple[SmsReceipt, ...] = ()
+    uncertain: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.uncertain is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Send prepared messages in concurrent batches, checkpointing as it goes.
+"""Send keyed messages in concurrent batches, noting each batch in the ledger before and after the wire.
 
 The order of events for every batch is what makes retries safe:
 
@@ -11,10 +11,11 @@ The order of events for every batch is what makes retries safe:
 A batch whose answer never came stays in flight: a retry treats it as uncertain. If the worker
 itself dies, batches accepted since the last flush are uncertain too, never resent by default.
 
-Three kinds of threads keep the gateway busy: a feeder reads rows, builds the next group of batches
-and has it marked while the current group is on the wire; the senders (``max_concurrency`` of them)
-make the requests; one ledger thread makes every checkpoint write, in order, so that a slow store
-(the task state store answers in about 20 ms) never holds up a request.
+Three kinds of threads keep the gateway busy: a feeder reads messages, builds the next group of
+batches and has it marked while the current group is on the wire; the senders (``max_concurrency``
+of them) make the requests; one ledger thread makes every checkpoint write, in order, so that a slow
+store (the task state store answers in about 20 ms) never holds up a request. The caller's thread
+runs the generator: it hands batches to the senders and yields each batch's result as it comes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_p2psms.campaign.ledger import CHUNK_SIZE, NullLedger
 from airflow_provider_p2psms.exceptions import (
     SmsAuthenticationError,
     SmsConfigurationError,
@@ -33,19 +35,16 @@ from airflow_provider_p2psms.exceptions import (
     SmsRequestRejected,
     SmsUncertainSendError,
 )
-from airflow_provider_p2psms.models import MessagesPacker
-from airflow_provider_p2psms.utils.checkpoint import CHUNK_SIZE
+from airflow_provider_p2psms.models import BatchResult
 from airflow_provider_p2psms.utils.phone import mask_phone
-from airflow_provider_p2psms.utils.recipients import MAX_PROBLEMS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from datetime import datetime
 
+    from airflow_provider_p2psms.campaign.ledger import SendLedger
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
-    from airflow_provider_p2psms.models import OutgoingSms, SendReceipt, SmsReceipt
-    from airflow_provider_p2psms.utils.checkpoint import SendLedger
-    from airflow_provider_p2psms.utils.recipients import MessageBuilder
+    from airflow_provider_p2psms.models import OutgoingSms, SmsReceipt
 
 Batch = list[tuple[int, "OutgoingSms"]]
 
@@ -60,57 +59,52 @@ _GROUPS_AHEAD = 2
 _END = object()
 
 
-class BatchSender:
+def send_keyed(
+    hook: P2PSmsHook,
+    messages: Iterator[tuple[int, OutgoingSms]],
+    *,
+    max_concurrency: int,
+    send_time: datetime | None,
+    ledger: SendLedger | None,
+    log: Any,
+) -> Iterator[BatchResult]:
     """
-    Send (key, message) pairs in batches of the hook's batch size, ``max_concurrency`` at a time.
+    Send ``(key, message)`` pairs in batches of the hook's batch size, ``max_concurrency`` at a time.
 
-    :param hook: the gateway hook (shared by the sending threads).
-    :param ledger: the checkpoint of this task instance, already loaded.
-    :param max_concurrency: send requests in flight at once.
-    :param resend_uncertain: send again what an earlier try left uncertain.
-    :param send_time: schedule, where the gateway supports it.
-    :param log: the task's logger.
+    Yields one result per batch as its answer comes; after the last, raises the first error that
+    stopped sending (a refused token or request, an unavailable gateway, a failing source), once
+    every batch in flight is answered and written to the ledger.
     """
+    return _Dispatch(hook, ledger or NullLedger(), max_concurrency, send_time, log).run(messages)
 
+
+class _Dispatch:
     def __init__(
-        self,
-        *,
-        hook: P2PSmsHook,
-        ledger: SendLedger,
-        max_concurrency: int,
-        resend_uncertain: bool,
-        send_time: datetime | None,
-        log: Any,
+        self, hook: P2PSmsHook, ledger: SendLedger, max_concurrency: int, send_time: datetime | None, log: Any
     ) -> None:
         self.hook = hook
         self.ledger = ledger
         self.max_concurrency = max_concurrency
-        self.resend_uncertain = resend_uncertain
         self.send_time = send_time
         self.log = log
-        #: Accepted messages, packed as ``SendReceipt.messages``.
-        self.accepted = MessagesPacker()
-        self.accepted_count = 0
-        self.resumed = 0
-        self.uncertain_keys: set[int] = set()
-        self.problems: list[str] = []
-        self._read_earlier: set[int] = set()
+        self.accepted = 0
+        self.uncertain = 0
         self._fatal: BaseException | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2psms-ledger")
         self._writes: list[Future[None]] = []
         self._last_flush = self._last_progress = self._started = time.monotonic()
 
-    def send_all(self, messages: Iterator[tuple[int, OutgoingSms]]) -> None:
-        """Send every message not already accepted; raise the first fatal error after draining."""
+    def run(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[BatchResult]:
         window = max(2 * self.max_concurrency, 4)
         in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
-        # Keys marked in flight whose batch was not handed to the gateway yet. Whatever stops this
-        # loop (a fatal answer, a timeout or SIGTERM raised in this thread), they provably did not go
-        # out, so they are released: left marked, a retry would take them for uncertain.
-        unsent: list[int] = []
-        unsent_marked: Future[None] | None = None
         feed: queue.Queue[Any] = queue.Queue(maxsize=_GROUPS_AHEAD)
         stop = threading.Event()
+        # Keys marked in flight whose batch was not handed to the gateway yet. Whatever stops this
+        # loop (a fatal answer, a timeout or SIGTERM raised in this thread, the caller closing the
+        # stream), they provably did not go out, so they are released: left marked, a retry would
+        # take them for uncertain.
+        group_left: list[int] = []
+        group_marked: Future[None] | None = None
         feeder = threading.Thread(
             target=self._feed, args=(messages, window, feed, stop), name="p2psms-prepare", daemon=True
         )
@@ -126,29 +120,33 @@ class BatchSender:
                 if item is _END:
                     break
                 if isinstance(item, BaseException):
-                    raise item
-                group, unsent_marked = item
-                unsent = [key for batch in group for key, _ in batch]
-                unsent_marked.result()  # the marks are durable before any of these messages leaves
+                    self._fatal = item
+                    break
+                group, group_marked = item
+                group_left = [key for batch in group for key, _ in batch]
+                group_marked.result()  # the marks are durable before any of these messages leaves
                 for batch in group:
                     while len(in_flight) >= self.max_concurrency:
                         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                        self._collect(done, in_flight)
+                        yield from self._collect(done, in_flight)
                     if self._fatal is not None:
                         break
                     future = pool.submit(self.hook.send_batch, [m for _, m in batch], send_time=self.send_time)
                     in_flight[future] = batch
-                    del unsent[: len(batch)]
+                    del group_left[: len(batch)]
                     self._tick()
-        finally:
-            stop.set()
-            if unsent_marked is not None:
-                # A timeout may have come while the marks were being written: release after them.
-                _release_once_marked(self.ledger, unsent, unsent_marked)
-            self._release_queued(feed, feeder)
+            self._stop_feeding(stop, feed, feeder, group_left, group_marked)
+            group_left = []
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                self._collect(done, in_flight)
+                yield from self._collect(done, in_flight)
+        finally:
+            self._stop_feeding(stop, feed, feeder, group_left, group_marked)
+            while in_flight:
+                # Stopped from outside: nobody reads results any more, but the ledger still learns them.
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for _ in self._collect(done, in_flight):
+                    pass
             pool.shutdown(wait=True)
             self._flush()
             self._writer.shutdown(wait=True)
@@ -158,17 +156,16 @@ class BatchSender:
             self.log.error(
                 "Stopped after %d messages were accepted; nothing after the failure was sent. "
                 "A retry of this task resumes where this try stopped.",
-                self.accepted_count,
+                self.accepted,
             )
             raise self._fatal
-        self._merge_unread()
 
     def _feed(
         self, messages: Iterator[tuple[int, OutgoingSms]], window: int, feed: queue.Queue[Any], stop: threading.Event
     ) -> None:
         """Build groups of batches and have them marked in flight, ahead of the senders (feeder thread)."""
         try:
-            batches = _batched(self._fresh(messages), self.hook.batch_size)
+            batches = _batched(messages, self.hook.batch_size)
             while not stop.is_set() and (group := list(islice(batches, window))):
                 keys = [key for batch in group for key, _ in batch]
                 marked = self._writer.submit(self.ledger.mark_in_flight, keys)
@@ -181,8 +178,19 @@ class BatchSender:
             return
         _put(feed, _END, stop)
 
-    def _release_queued(self, feed: queue.Queue[Any], feeder: threading.Thread) -> None:
-        """Release the groups the feeder prepared that were never sent, and wait for the feeder to end."""
+    def _stop_feeding(
+        self,
+        stop: threading.Event,
+        feed: queue.Queue[Any],
+        feeder: threading.Thread,
+        group_left: list[int],
+        group_marked: Future[None] | None,
+    ) -> None:
+        """Stop the feeder and release every marked key that was not handed to the gateway."""
+        stop.set()
+        if group_marked is not None and group_left:
+            # A timeout may have come while the marks were being written: release after them.
+            _release_once_marked(self.ledger, group_left, group_marked)
         while feeder.is_alive() or not feed.empty():
             try:
                 item = feed.get(timeout=0.05)
@@ -193,73 +201,31 @@ class BatchSender:
                 _release_once_marked(self.ledger, [key for batch in group for key, _ in batch], marked)
         feeder.join()
 
-    def _fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
-        """Leave out what an earlier try had accepted (or left uncertain, unless resending)."""
-        earlier, uncertain = self.ledger.sent, self.ledger.uncertain
-        for key, message in messages:
-            receipt = earlier.get(key)
-            if receipt is not None:
-                self.resumed += 1
-                self._accept([receipt])
-                self._read_earlier.add(key)
-            elif key in uncertain:
-                self._read_earlier.add(key)
-                if not self.resend_uncertain:
-                    self.uncertain_keys.add(key)
-                    self._problem(f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}.")
-                else:
-                    yield key, message
-            else:
-                yield key, message
-
-    def _merge_unread(self) -> None:
-        """
-        Account for what an earlier try left that this try's input no longer holds (the source changed).
-
-        Accepted messages go into the receipt, so the sensor tracks every text that went out. Uncertain
-        ones cannot be resent without their row: they are reported, and counted unless resending.
-        """
-        unread = 0
-        for key, receipt in self.ledger.sent.items():
-            if key not in self._read_earlier:
-                self.resumed += 1
-                self._accept([receipt])
-        for key in self.ledger.uncertain:
-            if key not in self._read_earlier:
-                unread += 1
-                if not self.resend_uncertain:
-                    self.uncertain_keys.add(key)
-        if unread:
-            self._problem(f"Uncertain (earlier try): {unread} messages whose rows this try did not read; not resent.")
-
-    def _collect(self, done: Iterable[Future[list[SmsReceipt]]], in_flight: dict[Any, Batch]) -> None:
+    def _collect(self, done: Iterable[Future[list[SmsReceipt]]], in_flight: dict[Any, Batch]) -> Iterator[BatchResult]:
         for future in done:
             batch = in_flight.pop(future)
-            keys = [key for key, _ in batch]
+            keys = tuple(key for key, _ in batch)
+            messages = tuple(message for _, message in batch)
             try:
                 receipts = future.result()
             except SmsUncertainSendError as error:
-                self.uncertain_keys.update(keys)
-                sample = ", ".join(mask_phone(m.recipient) for _, m in batch[:3])
+                self.uncertain += len(batch)
+                sample = ", ".join(mask_phone(m.recipient) for m in messages[:3])
                 self.log.warning("%s Recipients include %s.", error, sample)
-                for _, message in batch:
-                    self._problem(f"Uncertain: {mask_phone(message.recipient)} ({error.reason}).")
+                yield BatchResult(keys, messages, uncertain=error.reason)
             except _REFUSED as error:
                 self.ledger.stage(released=keys)
                 self._fatal = self._fatal or error
             except Exception as error:
                 # An unexpected failure may have happened after the request left: treat it as uncertain.
-                self.uncertain_keys.update(keys)
+                self.uncertain += len(batch)
                 self._fatal = self._fatal or error
+                yield BatchResult(keys, messages, uncertain=f"{type(error).__name__}: {error}")
             else:
-                pairs = [[receipt.message_id, receipt.recipient] for receipt in receipts]
-                self.ledger.stage(dict(zip(keys, pairs, strict=True)))
-                self._accept(pairs)
+                self.ledger.stage({key: [r.message_id, r.recipient] for key, r in zip(keys, receipts, strict=True)})
+                self.accepted += len(receipts)
+                yield BatchResult(keys, messages, tuple(receipts))
         self._tick()
-
-    def _accept(self, pairs: list[list[str]]) -> None:
-        self.accepted.add(pairs)
-        self.accepted_count += len(pairs)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -269,11 +235,11 @@ class BatchSender:
             self._flush()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
-            rate = (self.accepted_count - self.resumed) / max(now - self._started, 1e-9)
+            rate = self.accepted / max(now - self._started, 1e-9)
             self.log.info(
                 "Progress: %d messages accepted, %d uncertain (%.0f messages/s).",
-                self.accepted_count,
-                len(self.uncertain_keys),
+                self.accepted,
+                self.uncertain,
                 rate,
             )
 
@@ -281,22 +247,6 @@ class BatchSender:
         """Have the ledger thread write what was accepted or released and is not written yet."""
         self._writes.append(self._writer.submit(self.ledger.flush))
         self._last_flush = time.monotonic()
-
-    def _problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-
-    def receipt(self, sms_conn_id: str, builder: MessageBuilder) -> SendReceipt:
-        """The XCom receipt of everything this task instance had accepted, in this try and earlier ones."""
-        return builder.receipt(
-            self.hook.conn_type,
-            sms_conn_id,
-            messages=self.accepted.value(),
-            sent=self.accepted_count,
-            resumed=self.resumed,
-            uncertain=len(self.uncertain_keys),
-            problems=self.problems,
-        )
 
 
 def _release_once_marked(ledger: SendLedger, keys: list[int], marked: Future[None]) -> None:

@@ -20,25 +20,24 @@ test``), so an entry packs as much as fits in :data:`CHUNK_BYTES`, below the sto
 of 64 KB a value (``[state_store] max_value_storage_bytes``): keys as base64 of 8 bytes, receipts
 zlib-compressed. Receipts accepted meanwhile ride along with the next marks.
 
-Two stores exist: Airflow 3.3's task state store (``context["task_state_store"]``), and, for older
-Airflow or by choice, an :class:`~airflow.sdk.ObjectStoragePath` folder (local disk, S3, GCS...),
-which every worker that may run a retry must be able to read.
+Where the ledger lives is :mod:`~airflow_provider_p2psms.campaign.stores`' business. A message's key
+is :func:`~airflow_provider_p2psms.models.message_key`.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 import zlib
-from hashlib import blake2b
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.exceptions import SmsConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+
+    from airflow_provider_p2psms.campaign.stores import KeyValueStore
 
 #: The most JSON one checkpoint value holds, measured as Airflow measures it (``json.dumps``):
 #: below the task state store's default ``max_value_storage_bytes`` of 65,535, with room to spare.
@@ -52,82 +51,6 @@ _KEYS_PER_ENTRY = 4_000
 
 #: The least room worth starting a receipts part in, beside an entry's keys.
 _MIN_RECEIPTS_ROOM = 2_000
-
-
-def message_key(recipient: str, text: str) -> int:
-    """A 64-bit key of (recipient, text): the identity of a message for duplicates and resumption."""
-    digest = blake2b(f"{recipient}\x1f{text}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-class KeyValueStore(Protocol):
-    """The little a checkpoint needs from a store: JSON values under string keys."""
-
-    def get(self, key: str) -> Any: ...
-
-    def set(self, key: str, value: Any) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def clear(self) -> bool:
-        """Delete every key of the task instance in one go, if the store can; return whether it did."""
-        ...
-
-
-class TaskStateKeyValueStore:
-    """Keys in Airflow 3.3's task state store, which survives retries of the same task instance."""
-
-    def __init__(self, accessor: Any) -> None:
-        self._accessor = accessor
-
-    def get(self, key: str) -> Any:
-        return self._accessor.get(key)
-
-    def set(self, key: str, value: Any) -> None:
-        self._accessor.set(key, value)
-
-    def delete(self, key: str) -> None:
-        self._accessor.delete(key)
-
-    def clear(self) -> bool:
-        clear = getattr(self._accessor, "clear", None)
-        if clear is None:
-            return False
-        clear()
-        return True
-
-
-class ObjectStorageKeyValueStore:
-    """One JSON file per key under a folder (any ``ObjectStoragePath``: ``file://``, ``s3://``...)."""
-
-    def __init__(self, folder: Any) -> None:
-        self._folder = folder
-
-    def _path(self, key: str) -> Any:
-        return self._folder / f"{key}.json"
-
-    def get(self, key: str) -> Any:
-        path = self._path(key)
-        if not path.exists():
-            return None
-        return json.loads(path.read_text())
-
-    def set(self, key: str, value: Any) -> None:
-        self._folder.mkdir(parents=True, exist_ok=True)
-        staging = self._folder / f".{key}.json.tmp"
-        staging.write_text(json.dumps(value, separators=(",", ":")))
-        staging.rename(self._path(key))
-
-    def delete(self, key: str) -> None:
-        path = self._path(key)
-        if path.exists():
-            path.unlink()
-
-    def clear(self) -> bool:
-        if self._folder.exists():
-            for path in self._folder.iterdir():
-                path.unlink()
-        return True
 
 
 class SendLedger:
@@ -223,11 +146,6 @@ class SendLedger:
         """Durably note that these messages are about to be sent (with what is staged and fits). Call before sending."""
         self.flush(keys, everything=False)
 
-    def record(self, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
-        """Durably note accepted and released messages: :meth:`stage`, then :meth:`flush`."""
-        self.stage(accepted, released)
-        self.flush()
-
     def clear(self) -> None:
         """
         Forget everything: the task succeeded, and a new run of it may send again.
@@ -269,36 +187,29 @@ class SendLedger:
                 return
 
 
-def checkpoint_store(context: Any, checkpoint_path: str | None) -> KeyValueStore:
-    """
-    The store that keeps this task instance's checkpoints across its tries.
+class NullLedger(SendLedger):
+    """A ledger that remembers nothing: for a bulk send without resumption."""
 
-    :param context: the task context.
-    :param checkpoint_path: an ``ObjectStoragePath`` URL; when unset, the task state store on
-        Airflow 3.3+, else ``[p2psms] checkpoint_path``, else ``$AIRFLOW_HOME/p2psms_checkpoints``.
-    """
-    accessor = context.get("task_state_store")
-    if accessor is not None and not checkpoint_path:
-        return TaskStateKeyValueStore(accessor)
-    from airflow.sdk import ObjectStoragePath
+    def __init__(self) -> None:
+        super().__init__(_NoStore())
 
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", None)
-    base = ObjectStoragePath(checkpoint_path or _default_checkpoint_root())
-    folder = base / ti.dag_id / _safe(ti.run_id) / ti.task_id / str(-1 if map_index is None else map_index)
-    return ObjectStorageKeyValueStore(folder)
+    def flush(self, marks: Iterable[int] = (), *, everything: bool = True) -> None:
+        with self._lock:
+            self._lines, self._released = [], []
 
 
-def _default_checkpoint_root() -> str:
-    import os
+class _NoStore:
+    def get(self, key: str) -> Any:
+        return None
 
-    from airflow_provider_p2psms.version_compat import conf
+    def set(self, key: str, value: Any) -> None:
+        return None
 
-    configured = conf.get("p2psms", "checkpoint_path", fallback=None)
-    if configured:
-        return str(configured)
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return f"file://{os.path.join(home, 'p2psms_checkpoints')}"
+    def delete(self, key: str) -> None:
+        return None
+
+    def clear(self) -> bool:
+        return True
 
 
 def _pack_keys(keys: list[int]) -> str:
@@ -338,7 +249,3 @@ def _parse_entry(value: Any, name: str) -> tuple[list[int], list[int], list[str]
             "started it, or clear the task's state (its task state store, or its checkpoint_path folder) "
             "and accept that messages of the earlier try may be sent again."
         ) from None
-
-
-def _safe(value: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in value)

@@ -13,13 +13,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import Any
 
+from airflow_provider_p2psms.campaign.receipt import MAX_PROBLEMS
 from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError, SmsConfigurationError, SmsInputError
-from airflow_provider_p2psms.models import OutgoingSms, ReceiptCounts, SendReceipt
-from airflow_provider_p2psms.utils.checkpoint import message_key
+from airflow_provider_p2psms.models import OutgoingSms, message_key
 from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
-
-#: Masked examples of invalid rows kept for the log and the receipt; the counts are exact.
-MAX_PROBLEMS = 200
 
 #: Context entries a message template may not use: a text must never carry a credential.
 _HIDDEN_CONTEXT = frozenset({"conn"})
@@ -224,37 +221,6 @@ class MessageBuilder:
                 f"Row {number}: rendering the message failed: {type(error).__name__}: {error}."
             ) from None
 
-    def receipt(
-        self,
-        provider: str,
-        sms_conn_id: str,
-        *,
-        messages: str = "",
-        sent: int = 0,
-        resumed: int = 0,
-        uncertain: int = 0,
-        dry_run: int = 0,
-        problems: Iterable[str] = (),
-    ) -> SendReceipt:
-        """The send receipt: this builder's row counts beside what the caller sent (or would send)."""
-        counts = ReceiptCounts(
-            requested=self.requested,
-            sent=sent,
-            resumed=resumed,
-            invalid=self.invalid,
-            duplicate=self.duplicate,
-            uncertain=uncertain,
-            dry_run=dry_run,
-        )
-        return {
-            "version": 1,
-            "provider": provider,
-            "sms_conn_id": sms_conn_id,
-            "counts": counts,
-            "messages": messages,
-            "problems": [*self.problems, *problems][:MAX_PROBLEMS],
-        }
-
     def _invalid(self, number: int, problem: str) -> None:
         self.invalid += 1
         text = f"Row {number}: {problem}."
@@ -262,3 +228,41 @@ class MessageBuilder:
             raise SmsInputError(f"{text} on_invalid='fail', so nothing was sent.")
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
+
+
+def compile_template(message: str, environment: Any = None) -> Any:
+    """
+    Compile the message template with ``StrictUndefined``, so that an undefined value is an error naming the row.
+
+    :param environment: a Jinja environment to compile in (the operator passes the DAG's, with its
+        search path); default a sandboxed one. A name ending in ``.j2``/``.txt`` is loaded from its search path.
+    """
+    from jinja2 import StrictUndefined, TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    if environment is None:
+        environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    else:
+        environment = environment.overlay(undefined=StrictUndefined)
+    try:
+        if message.endswith((".j2", ".txt")):
+            return environment.get_template(message)
+        return environment.from_string(message)
+    except TemplateSyntaxError as error:
+        raise SmsInputError(
+            f"The message template has a syntax error at line {error.lineno}: {error.message}. Nothing was sent."
+        ) from None
+
+
+def spooled(messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
+    """Build and check every message before yielding the first, keeping them on disk, not in memory."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        for key, message in messages:
+            spool.write(json.dumps([key, message.recipient, message.text], ensure_ascii=False))
+            spool.write("\n")
+        spool.seek(0)
+        for line in spool:
+            key, recipient, text = json.loads(line)
+            yield key, OutgoingSms(recipient, text)

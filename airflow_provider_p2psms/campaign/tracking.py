@@ -20,7 +20,9 @@ from airflow_provider_p2psms.models import DeliveryReport, DeliveryStatus, SmsRe
 from airflow_provider_p2psms.utils.phone import mask_phone
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
+
+    import httpx
 
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
 
@@ -72,20 +74,40 @@ class DeliveryTracker:
         return all(status.is_final for status in self.statuses)
 
     def poll(self, hook: P2PSmsHook) -> None:
-        """Update the states of messages that are not final yet."""
+        """Update the states of messages that are not final yet (in a worker)."""
+        steps = self._poll_steps()
+        try:
+            receipts = next(steps)
+            while True:
+                receipts = steps.send(hook.get_statuses(receipts))
+        except StopIteration:
+            return
+
+    async def apoll(self, hook: P2PSmsHook, client: httpx.AsyncClient) -> None:
+        """:meth:`poll` on an async client, for the triggerer: the same choice of what to ask about."""
+        steps = self._poll_steps()
+        try:
+            receipts = next(steps)
+            while True:
+                receipts = steps.send(await hook.aget_statuses(receipts, client))
+        except StopIteration:
+            return
+
+    def _poll_steps(self) -> Generator[list[SmsReceipt], Sequence[Any], None]:
+        """Yield the receipts to look up next and take their states (sent back), until this poll is done."""
         pending = self.pending
         if not pending:
             return
         self.polls += 1
         if self.polls % FULL_POLL_EVERY != 0:
             probe = pending[0]
-            self._apply([probe], hook.get_statuses([self._receipt(probe)]))
+            self._apply([probe], (yield [self._receipt(probe)]))
             if not self.statuses[probe].is_final:
                 return
             pending = pending[1:]
         for start in range(0, len(pending), POLL_CHUNK):
             chunk = pending[start : start + POLL_CHUNK]
-            self._apply(chunk, hook.get_statuses([self._receipt(index) for index in chunk]))
+            self._apply(chunk, (yield [self._receipt(index) for index in chunk]))
 
     def _receipt(self, index: int) -> SmsReceipt:
         message_id, recipient = self.messages[index][:2]

@@ -1,33 +1,24 @@
-"""The interface every SMS gateway hook offers, and the HTTP plumbing they share.
+"""The interface every SMS gateway hook offers.
 
 The operator, the sensor, the trigger and the notifier talk only to :class:`P2PSmsHook`: send a
-batch, read delivery states, normalize a number, know the batch limit. A gateway is one subclass
-that knows its URLs, its envelopes and its status codes; adding one is a new module in this
-package plus one ``connection-types`` entry in ``get_provider_info``.
+batch (or a whole stream of messages), read delivery states, normalize a number, know the batch
+limit. A gateway is one subclass that knows its URLs, its envelopes and its status codes; adding
+one is a new module in this package plus one entry in ``get_provider_info``, where the facts every
+part of Airflow reads about a gateway (its names, labels, default URL) are declared once.
 
-Retry rules (the reason this module exists):
-
-* Reads (status and report requests) are retried on 429, 5xx and network errors, with exponential
-  backoff that honours ``Retry-After``.
-* Sends are retried only when the gateway provably did not process the request: the connection
-  was refused or never established, or it answered 429 or 503. A send that timed out, lost its
-  connection after the request was written, or got any other 5xx raises
-  :class:`~airflow_provider_p2psms.exceptions.SmsUncertainSendError` and is never resent here.
-* 401 raises :class:`~airflow_provider_p2psms.exceptions.SmsAuthenticationError` and other 4xx
-  raise :class:`~airflow_provider_p2psms.exceptions.SmsRequestRejected`; neither is retried.
+Gateways describe their status look-ups as *flows* (:mod:`~airflow_provider_p2psms.hooks.flows`):
+generators that yield the requests they need and receive each answer. The same flow runs over the
+pooled ``requests`` session in a worker (:meth:`P2PSmsHook.get_statuses`) and over an async client
+in the triggerer (:meth:`P2PSmsHook.aget_statuses`), so the URLs, envelopes and status codes of a
+gateway are written once. The HTTP plumbing and its retry rules live in
+:mod:`~airflow_provider_p2psms.hooks.transport`.
 """
 
 from __future__ import annotations
 
-import email.utils
-import os
-import random
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
@@ -35,59 +26,36 @@ from airflow_provider_p2psms.exceptions import (
     P2PSmsError,
     SmsAuthenticationError,
     SmsConfigurationError,
-    SmsGatewayUnavailable,
     SmsRequestRejected,
-    SmsUncertainSendError,
 )
+from airflow_provider_p2psms.get_provider_info import gateway_facts
+from airflow_provider_p2psms.hooks import transport
+from airflow_provider_p2psms.hooks.connection_form import LegacyConnectionForm
+from airflow_provider_p2psms.hooks.flows import FlowRunner, StatusLookup, in_order
+from airflow_provider_p2psms.hooks.settings import GatewaySettings, read_settings
+from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse, RequestKind
+from airflow_provider_p2psms.models import BatchResult, DeliveryState, OutgoingSms, SmsReceipt, message_key
 from airflow_provider_p2psms.utils.phone import to_ascii_digits, to_national_mobile
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    import httpx
     import requests
 
-    from airflow_provider_p2psms.models import DeliveryState, OutgoingSms, SmsReceipt
+    from airflow_provider_p2psms.campaign.ledger import SendLedger
 
-RequestKind = Literal["send", "read"]
-
-#: Longest wait between two attempts, whatever ``Retry-After`` asks for.
-MAX_BACKOFF_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """What a hook reads from its Airflow connection. The token is kept out of ``repr``."""
-
-    base_url: str
-    token: str
-    sender: str | None
-    timeout: float
-    verify: bool
-    max_retries: int
-    retry_backoff: float
-    max_concurrency: int
-    batch_size: int
-
-    def __repr__(self) -> str:
-        return (
-            f"GatewaySettings(base_url={self.base_url!r}, sender={self.sender!r}, timeout={self.timeout}, "
-            f"verify={self.verify}, max_retries={self.max_retries}, max_concurrency={self.max_concurrency}, "
-            f"batch_size={self.batch_size})"
-        )
+#: Class attributes filled from the gateway's entry in ``get_provider_info``: attribute -> entry key.
+_FACTS = {
+    "hook_name": "hook-name",
+    "provider_name": "provider-name",
+    "default_base_url": "default-base-url",
+    "token_label": "token-label",
+    "sender_example": "sender-example",
+}
 
 
-@dataclass(frozen=True)
-class GatewayResponse:
-    """An HTTP answer reduced to what the hooks need: the status, the decoded JSON and the headers."""
-
-    status_code: int
-    payload: Any
-    headers: Mapping[str, str]
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-class P2PSmsHook(BaseHook):
+class P2PSmsHook(LegacyConnectionForm, BaseHook):
     """
     Base class of the SMS gateway hooks.
 
@@ -102,6 +70,8 @@ class P2PSmsHook(BaseHook):
       ``verify_ssl`` (default true; turn off only for a test server with a self-signed certificate).
 
     :param sms_conn_id: the Airflow connection to use; default :attr:`default_conn_name`.
+    :param send_time_hint: what to suggest when ``send_time`` is given to a gateway that cannot
+        schedule; :func:`~airflow_provider_p2psms.hooks.factory.get_sms_hook` names the gateways that can.
     """
 
     conn_name_attr = "sms_conn_id"
@@ -112,171 +82,79 @@ class P2PSmsHook(BaseHook):
     provider_name: ClassVar[str] = ""
     #: The documented API base URL; connection ``host`` overrides it.
     default_base_url: ClassVar[str] = ""
+    #: What the UI calls the password field.
+    token_label: ClassVar[str] = "API token"
+    #: A sender line in the form the gateway expects, for help texts and errors.
+    sender_example: ClassVar[str] = ""
     #: The most messages one send request may carry.
     max_batch_size: ClassVar[int] = 100
     #: Whether :meth:`send_batch` accepts ``send_time``.
     supports_send_time: ClassVar[bool] = False
     #: Whether the ``sender`` extra is required.
     sender_required: ClassVar[bool] = False
-    #: What the UI calls the password field.
-    token_label: ClassVar[str] = "API token"
 
-    def __init__(self, sms_conn_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, sms_conn_id: str | None = None, *, send_time_hint: Callable[[], str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.sms_conn_id = sms_conn_id or self.default_conn_name
+        self._send_time_hint = send_time_hint
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Airflow before 3.2 builds the connection form from these two class methods, and only
-        # looks for them in the hook class's own namespace; 3.2+ reads get_provider_info instead.
-        if cls.conn_type:
-            cls.get_ui_field_behaviour = classmethod(_ui_field_behaviour)  # type: ignore[assignment]
-            cls.get_connection_form_widgets = classmethod(_connection_form_widgets)  # type: ignore[assignment]
+        facts = gateway_facts(cls.conn_type) if "conn_type" in cls.__dict__ else None
+        for attribute, key in _FACTS.items():
+            if facts is not None and attribute not in cls.__dict__:
+                setattr(cls, attribute, facts[key])
 
-    # ------------------------------------------------------------------ connection
+    # ------------------------------------------------------------------ connection and transport
 
     @cached_property
     def settings(self) -> GatewaySettings:
         """The connection's settings, read and validated once."""
-        conn = self.get_connection(self.sms_conn_id)
-        extras = conn.extra_dejson if conn.extra else {}
-        # A pasted token often carries a line break; requests would echo the whole header in its error.
-        token = (conn.password or "").strip()
-        if not token:
-            raise SmsConfigurationError(
-                f"Connection '{self.sms_conn_id}' has no {self.token_label}. Set its password field "
-                f"(labelled '{self.token_label}' in the Airflow UI) to your {self.provider_name} {self.token_label}."
-            )
-        if not (token.isascii() and token.isprintable()):
-            raise SmsConfigurationError(
-                f"Connection '{self.sms_conn_id}': the {self.token_label} in the password field contains a line "
-                "break, a control character or a non-ASCII character, which cannot go in an HTTP header. "
-                f"Paste the {self.provider_name} {self.token_label} again."
-            )
-        senders = (str(extras.get(k) or "").strip() for k in ("sender", "gateway_number", "from_number"))
-        sender = next((value for value in senders if value), None)
-        if sender is None and self.sender_required:
-            raise SmsConfigurationError(
-                f"Connection '{self.sms_conn_id}' has no sender line. {self.provider_name} needs one: set the "
-                f"'sender' extra to a sender number of your account, e.g. {self.sender_example()}."
-            )
-        batch_size = self._int_extra(extras, "batch_size", self.max_batch_size, minimum=1)
-        if batch_size > self.max_batch_size:
-            raise SmsConfigurationError(
-                f"Connection '{self.sms_conn_id}': extra 'batch_size' is {batch_size}, but "
-                f"{self.provider_name} takes at most {self.max_batch_size} messages per request."
-            )
-        return GatewaySettings(
-            base_url=self._base_url(conn, extras),
-            token=token,
-            sender=self.normalize_sender(sender) if sender else None,
-            timeout=self._float_extra(extras, "timeout", 30.0),
-            verify=self._bool_extra(extras, "verify_ssl", True),
-            max_retries=self._int_extra(extras, "max_retries", 5, minimum=0),
-            retry_backoff=self._float_extra(extras, "retry_backoff", 1.0, minimum=0.0),
-            max_concurrency=self._int_extra(extras, "max_concurrency", 8, minimum=1),
-            batch_size=batch_size,
-        )
-
-    def _base_url(self, conn: Any, extras: Mapping[str, Any]) -> str:
-        host = (conn.host or "").strip()
-        if not host:
-            return self.default_base_url
-        if "://" in host:
-            scheme, _, host = host.partition("://")
-        else:
-            scheme = str(extras.get("scheme") or "https")
-        # Airflow's URI form ``ippanel://http://host:8080/v1`` keeps the protocol in the host but the
-        # port and the path in their own fields; a full URL in the host carries them itself.
-        netloc, slash, path = host.partition("/")
-        if conn.port and not (":" in netloc and netloc.rpartition(":")[2].isdigit()):
-            netloc = f"{netloc}:{conn.port}"
-        if conn.schema and not path.strip("/"):
-            slash, path = "/", conn.schema.strip("/")
-        return f"{scheme}://{netloc}{slash}{path}".rstrip("/")
-
-    def _extra_error(self, name: str, value: Any, expected: str) -> SmsConfigurationError:
-        return SmsConfigurationError(
-            f"Connection '{self.sms_conn_id}': extra '{name}' is {value!r}, expected {expected}."
-        )
-
-    def _float_extra(self, extras: Mapping[str, Any], name: str, default: float, minimum: float = 0.001) -> float:
-        value = extras.get(name)
-        if value in (None, ""):
-            return default
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise self._extra_error(name, value, "a number of seconds") from None
-        if number < minimum:
-            raise self._extra_error(name, value, f"a number of at least {minimum}")
-        return number
-
-    def _int_extra(self, extras: Mapping[str, Any], name: str, default: int, minimum: int) -> int:
-        value = extras.get(name)
-        if value in (None, ""):
-            return default
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise self._extra_error(name, value, "a whole number") from None
-        if number < minimum:
-            raise self._extra_error(name, value, f"a whole number of at least {minimum}")
-        return number
-
-    def _bool_extra(self, extras: Mapping[str, Any], name: str, default: bool) -> bool:
-        value = extras.get(name)
-        if value in (None, ""):
-            return default
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise self._extra_error(name, value, "true or false")
+        return read_settings(self, self.get_connection(self.sms_conn_id))
 
     @cached_property
     def session(self) -> requests.Session:
         """One pooled session per hook, shared by the threads that send batches or read statuses."""
-        import requests
-        from requests.adapters import HTTPAdapter
-
-        from airflow_provider_p2psms import __version__
-
-        settings = self.settings
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(settings.max_concurrency, 32), max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.verify = settings.verify
-        # requests reads the proxy and CA-bundle variables for every request, scanning the whole
-        # environment twice each time; read them once, for this connection's base URL.
-        session.proxies = requests.utils.get_environ_proxies(settings.base_url)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if settings.verify and bundle:
-            session.verify = bundle
-        session.trust_env = False
-        session.headers.update(
-            {
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "User-Agent": f"airflow-provider-p2psms/{__version__}",
-                **self._auth_headers(settings.token),
-            }
-        )
-        return session
+        return transport.open_session(self.settings, self._auth_headers(self.settings.token))
 
     def get_conn(self) -> requests.Session:
         """Return the pooled, authenticated HTTP session."""
         return self.session
+
+    def async_client(self) -> httpx.AsyncClient:
+        """A new async HTTP client for this connection (close it, or use it in ``async with``)."""
+        from airflow_provider_p2psms.hooks import async_transport
+
+        return async_transport.open_client(self.settings, self._auth_headers(self.settings.token))
 
     def close(self) -> None:
         """Close the pooled connections, if any were opened."""
         session = self.__dict__.pop("session", None)
         if session is not None:
             session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        kind: RequestKind,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        batch: Sequence[OutgoingSms] = (),
+    ) -> GatewayResponse:
+        """
+        Make one API call with the transport's retry rules and return the decoded answer.
+
+        2xx answers are returned; 401 and other 4xx are raised through :meth:`error_for`.
+
+        :param path: the documented path, appended to the base URL.
+        :param kind: ``"send"`` (never resent unless provably unprocessed) or ``"read"``.
+        :param batch: for sends, the messages, carried by an uncertain-send error.
+        """
+        return transport.request(self, ApiCall(method, path, params, json), kind=kind, batch=batch)
 
     # ------------------------------------------------------------------ the interface
 
@@ -301,9 +179,6 @@ class P2PSmsHook(BaseHook):
         """Bring the ``sender`` extra into the form the gateway expects."""
         return to_ascii_digits(sender)
 
-    def sender_example(self) -> str:
-        return "10009909"
-
     def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
         """
         Send one peer-to-peer batch: each message to its own recipient.
@@ -315,9 +190,133 @@ class P2PSmsHook(BaseHook):
         """
         raise NotImplementedError
 
+    def send_messages(
+        self,
+        messages: Iterable[OutgoingSms | tuple[Any, str]],
+        *,
+        max_concurrency: int = 4,
+        send_time: datetime | None = None,
+        ledger: SendLedger | None = None,
+    ) -> Iterator[BatchResult]:
+        """
+        Send any number of messages in batches of :attr:`batch_size`, ``max_concurrency`` requests at a time.
+
+        A stream, not a list: messages are read from ``messages`` as batches free up, and one
+        :class:`~airflow_provider_p2psms.models.BatchResult` is yielded per batch as its answer
+        comes (accepted with its receipts, or uncertain), so a million messages take the memory of a
+        few batches. After the batches in flight are answered, an error that makes sending pointless
+        (a refused token, a refused request, a gateway that stays unavailable) is raised.
+
+        :param messages: ``(number, text)`` pairs, the number in any spelling (a number that is not an
+            Iranian mobile raises ``InvalidPhoneNumber`` before its batch goes out), or ``OutgoingSms``
+            whose recipient is already in wire format (see :meth:`normalize_number`).
+        :param max_concurrency: send requests in flight at once.
+        :param send_time: schedule every batch, where :attr:`supports_send_time`.
+        :param ledger: a loaded :class:`~airflow_provider_p2psms.campaign.ledger.SendLedger`: each batch
+            is marked in it before it is sent and its receipts are written after, so that a later try
+            can tell what went out. Leaving out what an earlier try sent is the caller's job.
+        """
+        from airflow_provider_p2psms.campaign.dispatch import send_keyed
+
+        def keyed() -> Iterator[tuple[int, OutgoingSms]]:
+            for item in messages:
+                if isinstance(item, OutgoingSms):
+                    message = item
+                else:
+                    number, text = item
+                    message = OutgoingSms(self.normalize_number(number), text)
+                yield message_key(message.recipient, message.text), message
+
+        return send_keyed(
+            self, keyed(), max_concurrency=max_concurrency, send_time=send_time, ledger=ledger, log=self.log
+        )
+
+    def send_rows(
+        self,
+        rows: Iterable[Any],
+        message: str,
+        *,
+        phone_field: str = "phone",
+        max_parts: int = 8,
+        max_concurrency: int = 4,
+        send_time: datetime | None = None,
+        ledger: SendLedger | None = None,
+    ) -> Iterator[BatchResult]:
+        """
+        Render ``message`` (a Jinja template) once per row and send each row its text, as :meth:`send_messages`.
+
+        Rows are dicts (the row is ``row`` in the template) or plain numbers. Row values are data, never
+        rendered as templates; repeated (number, text) pairs are sent once. A row that cannot be sent (a
+        bad number, an empty or too long text) raises ``SmsInputError`` naming the row, before its batch
+        goes out: check rows up front, or use ``P2PSmsOperator``, which skips and reports them.
+        """
+        from airflow_provider_p2psms.campaign.dispatch import send_keyed
+        from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template
+
+        builder = MessageBuilder(
+            template=compile_template(message),
+            context={},
+            normalize=self.normalize_number,
+            phone_field=phone_field,
+            max_parts=max_parts,
+            fail_on_invalid=True,
+        )
+        return send_keyed(
+            self,
+            builder.build(rows),
+            max_concurrency=max_concurrency,
+            send_time=send_time,
+            ledger=ledger,
+            log=self.log,
+        )
+
+    def status_lookups(self, receipts: Sequence[SmsReceipt]) -> list[StatusLookup]:
+        """Split ``receipts`` into independent look-ups (a gateway's flows), which may run concurrently."""
+        raise NotImplementedError
+
     def get_statuses(self, receipts: Sequence[SmsReceipt]) -> list[DeliveryState]:
         """Read the delivery state of each receipt; one result per receipt, in the order given."""
-        raise NotImplementedError
+        lookups = self.status_lookups(receipts)
+        workers = min(self.settings.max_concurrency, len(lookups))
+        if workers <= 1:
+            found = [self._run(lookup) for lookup in lookups]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.get_conn()  # one session for all threads: cached_property does not lock on Python 3.12+
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="p2psms-status") as pool:
+                found = list(pool.map(self._run, lookups))
+        return in_order(lookups, found, len(receipts))
+
+    async def aget_statuses(self, receipts: Sequence[SmsReceipt], client: httpx.AsyncClient) -> list[DeliveryState]:
+        """:meth:`get_statuses` on an async client (see :meth:`async_client`), ``max_concurrency`` at a time."""
+        import asyncio
+
+        from airflow_provider_p2psms.hooks import async_transport
+
+        lookups = self.status_lookups(receipts)
+        slots = asyncio.Semaphore(self.settings.max_concurrency)
+
+        async def run(lookup: StatusLookup) -> list[DeliveryState]:
+            runner = FlowRunner(lookup.flow)
+            async with slots:
+                while (call := runner.next_call()) is not None:
+                    try:
+                        runner.answered(await async_transport.read(self, client, call))
+                    except P2PSmsError as error:
+                        runner.failed(error)
+            return runner.states
+
+        return in_order(lookups, await asyncio.gather(*(run(lookup) for lookup in lookups)), len(receipts))
+
+    def _run(self, lookup: StatusLookup) -> list[DeliveryState]:
+        runner = FlowRunner(lookup.flow)
+        while (call := runner.next_call()) is not None:
+            try:
+                runner.answered(transport.request(self, call, kind="read"))
+            except P2PSmsError as error:
+                runner.failed(error)
+        return runner.states
 
     def test_connection(self) -> tuple[bool, str]:
         """Make a harmless authenticated call; ``(True, message)`` if the token works."""
@@ -345,108 +344,13 @@ class P2PSmsHook(BaseHook):
             raise ValueError(f"{len(messages)} messages exceed {self.provider_name}'s batch size of {self.batch_size}")
         if send_time is not None:
             if not self.supports_send_time:
+                hint = self._send_time_hint() if self._send_time_hint else "Leave send_time unset."
                 raise SmsConfigurationError(
                     f"{self.provider_name} cannot schedule a send (send_time); connection "
-                    f"'{self.sms_conn_id}' is a {self.provider_name} connection. {scheduling_hint()}"
+                    f"'{self.sms_conn_id}' is a {self.provider_name} connection. {hint}"
                 )
             if send_time.tzinfo is None:
                 raise SmsConfigurationError("send_time must be timezone-aware (e.g. pendulum.datetime(..., tz='UTC')).")
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        kind: RequestKind,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        batch: Sequence[OutgoingSms] = (),
-    ) -> GatewayResponse:
-        """
-        Make one API call with this module's retry rules and return the decoded answer.
-
-        2xx answers are returned; 401 and other 4xx are raised through :meth:`error_for`.
-
-        :param path: the documented path, appended to the base URL.
-        :param kind: ``"send"`` (never resent unless provably unprocessed) or ``"read"``.
-        :param batch: for sends, the messages, carried by an uncertain-send error.
-        """
-        import requests
-
-        settings = self.settings
-        url = f"{settings.base_url}{path}"
-        attempt = 0
-        while True:
-            retry_after: float | None = None
-            try:
-                response = self.session.request(method, url, json=json, params=params, timeout=settings.timeout)
-            except (
-                requests.exceptions.InvalidURL,
-                requests.exceptions.InvalidSchema,
-                requests.exceptions.MissingSchema,
-            ) as error:
-                raise SmsConfigurationError(
-                    f"Connection '{self.sms_conn_id}' has an unusable base URL {settings.base_url!r} "
-                    f"({type(error).__name__}). Set its host to a URL like {self.default_base_url}."
-                ) from None
-            except requests.RequestException as error:
-                if kind == "send" and not _never_reached_server(error):
-                    raise SmsUncertainSendError(
-                        self.provider_name, batch, f"{type(error).__name__} after the request was sent"
-                    ) from None
-                problem = f"{type(error).__name__} ({_short_reason(error)})"
-            else:
-                status = response.status_code
-                if status != 429 and status < 500:
-                    return self._decode(response, kind, batch)
-                if kind == "send" and status not in (429, 503):
-                    raise SmsUncertainSendError(self.provider_name, batch, f"HTTP {status} from {method} {path}")
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-                problem = f"HTTP {status}"
-            if attempt >= settings.max_retries:
-                raise SmsGatewayUnavailable(
-                    f"{self.provider_name} did not answer {method} {path} usefully after "
-                    f"{attempt + 1} attempts (last: {problem}). Connection '{self.sms_conn_id}', "
-                    f"base URL {settings.base_url}. Check the gateway's status, or raise the "
-                    "connection's 'max_retries' extra."
-                )
-            delay = self._backoff(attempt, retry_after)
-            self.log.warning(
-                "%s %s %s: %s; retrying in %.2fs (attempt %d of %d)",
-                self.provider_name,
-                method,
-                path,
-                problem,
-                delay,
-                attempt + 2,
-                settings.max_retries + 1,
-            )
-            time.sleep(delay)
-            attempt += 1
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_BACKOFF_SECONDS)
-        base = self.settings.retry_backoff * (2**attempt)
-        return min(base * random.uniform(0.5, 1.0), MAX_BACKOFF_SECONDS)
-
-    def _decode(self, response: requests.Response, kind: RequestKind, batch: Sequence[OutgoingSms]) -> GatewayResponse:
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        answer = GatewayResponse(response.status_code, payload, response.headers)
-        if response.status_code >= 400:
-            raise self.error_for(answer)
-        if payload is None:
-            reason = f"HTTP {response.status_code} with a body that is not JSON"
-            if kind == "send":
-                raise SmsUncertainSendError(self.provider_name, batch, reason)
-            raise P2PSmsError(
-                f"{self.provider_name} answered {reason}. Is the base URL {self.settings.base_url} of "
-                f"connection '{self.sms_conn_id}' the gateway's API?"
-            )
-        return answer
 
     def error_for(self, response: GatewayResponse) -> P2PSmsError:
         """Turn a 4xx answer into the right exception; gateways override to read their envelope."""
@@ -467,64 +371,3 @@ class P2PSmsHook(BaseHook):
 
     def _auth_headers(self, token: str) -> dict[str, str]:
         raise NotImplementedError
-
-
-def scheduling_hint() -> str:
-    """What to do instead of setting ``send_time`` on a gateway that cannot schedule."""
-    from airflow_provider_p2psms.hooks.factory import scheduling_gateways
-
-    gateways = scheduling_gateways()
-    if not gateways:
-        return "Leave send_time unset: no installed gateway can schedule a send."
-    return f"Leave send_time unset, or use a connection of a gateway that can schedule: {' or '.join(gateways)}."
-
-
-def _ui_field_behaviour(cls: type[P2PSmsHook]) -> dict[str, Any]:
-    """Connection form layout, for Airflow before 3.2."""
-    from airflow_provider_p2psms.get_provider_info import ui_field_behaviour
-
-    return ui_field_behaviour(cls.conn_type)
-
-
-def _connection_form_widgets(cls: type[P2PSmsHook]) -> dict[str, Any]:
-    """Extra connection form fields, for Airflow before 3.2."""
-    from airflow_provider_p2psms.get_provider_info import legacy_form_widgets
-
-    return legacy_form_widgets(cls.conn_type)
-
-
-def _never_reached_server(error: Exception) -> bool:
-    """Whether a request error proves the request never reached the gateway."""
-    import requests
-    from urllib3.exceptions import NewConnectionError, ProxyError
-
-    if isinstance(error, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(error, requests.exceptions.ConnectionError):
-        cause = error.args[0] if error.args else None
-        reason = getattr(cause, "reason", cause)
-        if isinstance(reason, ProxyError):
-            # The proxy itself could not be reached, so it cannot have forwarded anything.
-            reason = reason.original_error
-        return isinstance(reason, NewConnectionError)
-    return False
-
-
-def _short_reason(error: Exception) -> str:
-    reason = error.args[0] if error.args else error
-    reason = getattr(reason, "reason", reason)
-    return type(reason).__name__ if isinstance(reason, Exception) else str(reason)[:120]
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsRequestRejected, SmsUncertainSendError
-from airflow_provider_p2psms.hooks.base import GatewayResponse, P2PSmsHook
+from airflow_provider_p2psms.hooks.base import P2PSmsHook
+from airflow_provider_p2psms.hooks.flows import StatusFlow, StatusLookup
+from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
 from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
 
 if TYPE_CHECKING:
@@ -56,14 +57,7 @@ class BitelHook(P2PSmsHook):
 
     default_conn_name = "bitel_default"
     conn_type = "bitel"
-    hook_name = "Bitel SMS"
-    provider_name = "Bitel"
-    default_base_url = "https://api.bitel.rest"
     max_batch_size = 100
-    token_label = "API token"
-
-    def __init__(self, sms_conn_id: str | None = None, **kwargs: Any) -> None:
-        super().__init__(sms_conn_id=sms_conn_id, **kwargs)
 
     def format_national(self, national: str) -> str:
         return f"0{national}"
@@ -100,25 +94,17 @@ class BitelHook(P2PSmsHook):
             )
         return receipts
 
-    def get_statuses(self, receipts: Sequence[SmsReceipt]) -> list[DeliveryState]:
-        if not receipts:
-            return []
-        if len(receipts) == 1:
-            return [self._status_of(receipts[0])]
-        workers = min(self.settings.max_concurrency, len(receipts))
-        self.get_conn()  # one session for all threads: cached_property does not lock on Python 3.12+
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bitel-status") as pool:
-            return list(pool.map(self._status_of, receipts))
+    def status_lookups(self, receipts: Sequence[SmsReceipt]) -> list[StatusLookup]:
+        # Bitel reads one message per request; the look-ups run concurrently over the pooled session.
+        return [StatusLookup([position], self._status_flow(receipt)) for position, receipt in enumerate(receipts)]
 
-    def _status_of(self, receipt: SmsReceipt) -> DeliveryState:
+    def _status_flow(self, receipt: SmsReceipt) -> StatusFlow:
         try:
-            answer = self.request("GET", f"/api/v2/sms/status/{receipt.message_id}", kind="read")
+            answer = yield ApiCall("GET", f"/api/v2/sms/status/{receipt.message_id}")
         except SmsRequestRejected as error:
             if error.provider_code is None:
                 raise  # not a Bitel envelope: the base URL is wrong, waiting would not help
-            return DeliveryState(
-                receipt.message_id, receipt.recipient, DeliveryStatus.UNKNOWN, f"{error.provider_code or 'error'}"
-            )
+            return [DeliveryState(receipt.message_id, receipt.recipient, DeliveryStatus.UNKNOWN, error.provider_code)]
         result = answer.payload.get("result") if isinstance(answer.payload, dict) else None
         if not isinstance(result, dict):
             raise P2PSmsError(
@@ -129,7 +115,7 @@ class BitelHook(P2PSmsHook):
         known = BITEL_STATUSES.get(code) if code is not None else None
         status = known[1] if known else DeliveryStatus.UNKNOWN
         label = known[0] if known else (name or "?")
-        return DeliveryState(receipt.message_id, receipt.recipient, status, f"{code} {label}")
+        return [DeliveryState(receipt.message_id, receipt.recipient, status, f"{code} {label}")]
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
@@ -12,12 +11,14 @@ from airflow_provider_p2psms.exceptions import (
     SmsRequestRejected,
     SmsUncertainSendError,
 )
-from airflow_provider_p2psms.hooks.base import GatewayResponse, P2PSmsHook
+from airflow_provider_p2psms.hooks.base import P2PSmsHook
+from airflow_provider_p2psms.hooks.flows import StatusFlow, StatusLookup
+from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
 from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
 from airflow_provider_p2psms.utils.phone import to_ascii_digits, to_national_mobile
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
     from datetime import datetime
 
     from airflow_provider_p2psms.models import OutgoingSms
@@ -70,16 +71,9 @@ class IPPanelHook(P2PSmsHook):
 
     default_conn_name = "ippanel_default"
     conn_type = "ippanel"
-    hook_name = "IPPanel SMS"
-    provider_name = "IPPanel"
-    default_base_url = "https://edge.ippanel.com/v1"
     max_batch_size = 100
     supports_send_time = True
     sender_required = True
-    token_label = "API key"
-
-    def __init__(self, sms_conn_id: str | None = None, **kwargs: Any) -> None:
-        super().__init__(sms_conn_id=sms_conn_id, **kwargs)
 
     def format_national(self, national: str) -> str:
         return f"+98{national}"
@@ -93,9 +87,6 @@ class IPPanelHook(P2PSmsHook):
         if compact.startswith("98"):
             return f"+{compact}"
         return f"+98{compact.removeprefix('0')}"
-
-    def sender_example(self) -> str:
-        return "+983000505"
 
     def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
         self.check_batch(messages, send_time)
@@ -121,25 +112,19 @@ class IPPanelHook(P2PSmsHook):
         outbox_of = {text: str(outbox_id) for text, outbox_id in zip(groups, ids, strict=True)}
         return [SmsReceipt(message_id=outbox_of[m.text], recipient=m.recipient) for m in messages]
 
-    def get_statuses(self, receipts: Sequence[SmsReceipt]) -> list[DeliveryState]:
-        if not receipts:
-            return []
-        bulks: dict[str, list[SmsReceipt]] = {}
-        for receipt in receipts:
-            bulks.setdefault(receipt.message_id, []).append(receipt)
-        workers = min(self.settings.max_concurrency, len(bulks))
-        self.get_conn()  # one session for all threads: cached_property does not lock on Python 3.12+
-        if workers == 1:
-            found = [self._bulk_states(bulk_id, members) for bulk_id, members in bulks.items()]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ippanel-report") as pool:
-                found = list(pool.map(lambda item: self._bulk_states(*item), bulks.items()))
-        by_key = {(state.message_id, state.recipient): state for states in found for state in states}
-        return [by_key[(r.message_id, r.recipient)] for r in receipts]
+    def status_lookups(self, receipts: Sequence[SmsReceipt]) -> list[StatusLookup]:
+        # One look-up per outbox entry: its recipients report covers every receipt that shares the id.
+        bulks: dict[str, list[int]] = {}
+        for position, receipt in enumerate(receipts):
+            bulks.setdefault(receipt.message_id, []).append(position)
+        return [
+            StatusLookup(positions, self._bulk_flow(bulk_id, [receipts[p] for p in positions]))
+            for bulk_id, positions in bulks.items()
+        ]
 
-    def _bulk_states(self, bulk_id: str, receipts: list[SmsReceipt]) -> list[DeliveryState]:
+    def _bulk_flow(self, bulk_id: str, receipts: list[SmsReceipt]) -> StatusFlow:
         """States of the receipts of one outbox entry: the recipients report, and the bulk's state if needed."""
-        reported = self._recipient_report(bulk_id)
+        reported = yield from self._recipient_report(bulk_id)
         states: dict[str, DeliveryState] = {}
         for receipt in receipts:
             code = reported.get(_match_key(receipt.recipient))
@@ -147,7 +132,7 @@ class IPPanelHook(P2PSmsHook):
                 label, status = IPPANEL_RECIPIENT_STATUSES.get(code, (f"unknown status {code}", DeliveryStatus.UNKNOWN))
                 states[receipt.recipient] = DeliveryState(bulk_id, receipt.recipient, status, f"{code} {label}")
         if len(states) < len(receipts):
-            state_id = self._bulk_state_id(bulk_id)
+            state_id = yield from self._bulk_state_id(bulk_id)
             label, status = IPPANEL_BULK_STATES.get(
                 state_id if state_id is not None else -1, (f"unknown state {state_id}", DeliveryStatus.UNKNOWN)
             )
@@ -159,16 +144,13 @@ class IPPanelHook(P2PSmsHook):
                     )
         return [states[r.recipient] for r in receipts]
 
-    def _recipient_report(self, bulk_id: str) -> dict[str, str]:
+    def _recipient_report(self, bulk_id: str) -> Generator[ApiCall, GatewayResponse, dict[str, str]]:
         """Recipient (national digits) to ``message_status``, over every page; rows with no status are left out."""
         statuses: dict[str, str] = {}
         page = 1
         while True:
-            answer = self.request(
-                "GET",
-                "/api/report/recipients",
-                kind="read",
-                params={"bulk_id": bulk_id, "page": page, "per_page": REPORT_PAGE_SIZE},
+            answer = yield ApiCall(
+                "GET", "/api/report/recipients", params={"bulk_id": bulk_id, "page": page, "per_page": REPORT_PAGE_SIZE}
             )
             payload = answer.payload if isinstance(answer.payload, dict) else {}
             rows = payload.get("data")
@@ -183,8 +165,8 @@ class IPPanelHook(P2PSmsHook):
                 return statuses
             page += 1
 
-    def _bulk_state_id(self, bulk_id: str) -> int | None:
-        answer = self.request("GET", "/api/report/by_bulk", kind="read", params={"messages_outbox_id": bulk_id})
+    def _bulk_state_id(self, bulk_id: str) -> Generator[ApiCall, GatewayResponse, int | None]:
+        answer = yield ApiCall("GET", "/api/report/by_bulk", params={"messages_outbox_id": bulk_id})
         data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
         if not isinstance(data, dict):
             raise self._unexpected("a bulk report", bulk_id)

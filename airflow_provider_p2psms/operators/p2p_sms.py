@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
+
+from airflow_provider_p2psms.campaign.ledger import SendLedger
+from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
+from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows, spooled
+from airflow_provider_p2psms.campaign.resume import Resumption
+from airflow_provider_p2psms.campaign.stores import checkpoint_store
+from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
+from airflow_provider_p2psms.hooks.factory import get_sms_hook, scheduling_hint
+from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
+from airflow_provider_p2psms.utils.window import SendWindow
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -14,8 +24,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import OutgoingSms, SendReceipt
-    from airflow_provider_p2psms.utils.checkpoint import SendLedger
-    from airflow_provider_p2psms.utils.recipients import MessageBuilder
 
 OnInvalid = Literal["skip", "fail"]
 OnEmpty = Literal["skip", "succeed", "fail"]
@@ -121,8 +129,6 @@ class P2PSmsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_provider_p2psms.exceptions import SmsConfigurationError
-
         problems = []
         if (recipients is None) == (sql is None):
             problems.append("give exactly one recipient source: recipients=... or sql=... (with sql_conn_id)")
@@ -146,8 +152,6 @@ class P2PSmsOperator(BaseOperator):
         if not isinstance(message, str) or not message.strip():
             problems.append("message must be a non-empty template string")
         if send_window is not None and not _templated(send_window, timezone):
-            from airflow_provider_p2psms.utils.window import SendWindow
-
             try:
                 SendWindow.parse(send_window, timezone)
             except SmsConfigurationError as error:
@@ -190,8 +194,6 @@ class P2PSmsOperator(BaseOperator):
         if self.send_window is not None:
             import pendulum
 
-            from airflow_provider_p2psms.utils.window import SendWindow
-
             window = SendWindow.parse(self.send_window, self.timezone)
             opening = window.next_opening(pendulum.now("UTC"))
             if opening is not None and self.outside_window == "defer":
@@ -213,14 +215,10 @@ class P2PSmsOperator(BaseOperator):
         return self.execute(context)
 
     def _send(self, context: Context, scheduled_for: datetime | None) -> SendReceipt:
-        from airflow_provider_p2psms.hooks.factory import get_sms_hook
-        from airflow_provider_p2psms.utils.recipients import MessageBuilder, iter_rows
-        from airflow_provider_p2psms.utils.sending import BatchSender
-
         hook = get_sms_hook(self.sms_conn_id)
         send_time = self._send_time(hook, scheduled_for or self.send_time)
         builder = MessageBuilder(
-            template=self._compile_template(),
+            template=compile_template(self.message, self.get_template_env()),
             context=context,
             normalize=hook.normalize_number,
             phone_field=self.phone_field,
@@ -234,8 +232,9 @@ class P2PSmsOperator(BaseOperator):
             parameters=self.parameters,
             fetch_size=self.fetch_size,
         )
+        receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id)
         if self.dry_run:
-            return self._dry_run(hook, builder, rows)
+            return self._dry_run(hook, builder, rows, receipt)
 
         ledger = self._ledger(context)
         ledger.load()
@@ -245,56 +244,41 @@ class P2PSmsOperator(BaseOperator):
                 len(ledger.sent),
                 len(ledger.uncertain),
             )
-        sender = BatchSender(
-            hook=hook,
-            ledger=ledger,
-            max_concurrency=self.max_concurrency,
-            resend_uncertain=self.on_uncertain == "resend",
-            send_time=send_time,
-            log=self.log,
-        )
-        messages = builder.build(rows)
+        resumption = Resumption(ledger, receipt, resend_uncertain=self.on_uncertain == "resend")
+        messages = resumption.fresh(builder.build(rows))
         if self.on_invalid == "fail":
-            messages = _spooled(messages)
-        sender.send_all(messages)
-        receipt = sender.receipt(self.sms_conn_id, builder)
-        self._log_summary(hook, receipt)
-        if sender.uncertain_keys and self.on_uncertain == "resend":
-            from airflow_provider_p2psms.exceptions import P2PSmsError
-
+            messages = spooled(messages)
+        results = hook.send_messages(
+            (message for _, message in messages),
+            max_concurrency=self.max_concurrency,
+            send_time=send_time,
+            ledger=ledger,
+        )
+        for result in results:
+            if result.accepted:
+                receipt.accept([[r.message_id, r.recipient] for r in result.receipts])
+                continue
+            receipt.add_uncertain(result.keys)
+            for message in result.messages:
+                receipt.problem(f"Uncertain: {mask_phone(message.recipient)} ({result.uncertain}).")
+        resumption.merge_unread()
+        built = receipt.build(builder)
+        self._log_summary(hook, built)
+        if receipt.uncertain and self.on_uncertain == "resend":
             raise P2PSmsError(
-                f"{len(sender.uncertain_keys)} messages are uncertain and on_uncertain='resend': failing this "
+                f"{len(receipt.uncertain)} messages are uncertain and on_uncertain='resend': failing this "
                 "try so that the retry resends them (everything else is checkpointed and will not be resent)."
             )
-        if not receipt["messages"] and not receipt["counts"]["uncertain"]:
-            self._on_nothing_to_send(receipt)
-        return receipt
+        if not built["messages"] and not built["counts"]["uncertain"]:
+            self._on_nothing_to_send(built)
+        return built
 
     # ------------------------------------------------------------------ steps
 
-    def _compile_template(self) -> Any:
-        from jinja2 import StrictUndefined, TemplateSyntaxError
-
-        from airflow_provider_p2psms.exceptions import SmsInputError
-
-        env = self.get_template_env().overlay(undefined=StrictUndefined)
-        try:
-            if self.message.endswith((".j2", ".txt")):
-                return env.get_template(self.message)
-            return env.from_string(self.message)
-        except TemplateSyntaxError as error:
-            raise SmsInputError(
-                f"The message template has a syntax error at line {error.lineno}: {error.message}. Nothing was sent."
-            ) from None
-
     def _send_time(self, hook: P2PSmsHook, value: datetime | str | None) -> datetime | None:
-        from airflow_provider_p2psms.exceptions import SmsConfigurationError
-
         if value in (None, ""):
             return None
         if not hook.supports_send_time:
-            from airflow_provider_p2psms.hooks.base import scheduling_hint
-
             raise SmsConfigurationError(
                 f"send_time is set, but {hook.provider_name} (connection '{self.sms_conn_id}') cannot schedule "
                 f"a send. {scheduling_hint()}"
@@ -316,13 +300,9 @@ class P2PSmsOperator(BaseOperator):
         return moment
 
     def _ledger(self, context: Context) -> SendLedger:
-        from airflow_provider_p2psms.utils.checkpoint import SendLedger, checkpoint_store
-
         return SendLedger(checkpoint_store(context, self.checkpoint_path))
 
-    def _dry_run(self, hook: P2PSmsHook, builder: MessageBuilder, rows: Any) -> SendReceipt:
-        from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
-
+    def _dry_run(self, hook: P2PSmsHook, builder: MessageBuilder, rows: Any, receipt: ReceiptBuilder) -> SendReceipt:
         sample: list[OutgoingSms] = []
         count = 0
         for _, message in builder.build(rows):
@@ -339,10 +319,10 @@ class P2PSmsOperator(BaseOperator):
             builder.invalid,
             builder.duplicate,
         )
-        receipt = builder.receipt(hook.conn_type, self.sms_conn_id, dry_run=count)
+        built = receipt.build(builder, dry_run=count)
         if not count:
-            self._on_nothing_to_send(receipt)
-        return receipt
+            self._on_nothing_to_send(built)
+        return built
 
     def _on_nothing_to_send(self, receipt: SendReceipt) -> None:
         counts = receipt["counts"]
@@ -351,8 +331,6 @@ class P2PSmsOperator(BaseOperator):
             f"{counts['duplicate']} duplicate."
         )
         if self.on_empty == "fail":
-            from airflow_provider_p2psms.exceptions import SmsInputError
-
             raise SmsInputError(f"{why} on_empty='fail'.")
         if self.on_empty == "skip":
             from airflow_provider_p2psms.version_compat import AirflowSkipException
@@ -385,23 +363,6 @@ def _templated(*values: Any) -> bool:
     return any(
         "{{" in str(item) for value in values for item in (value if isinstance(value, list | tuple) else [value])
     )
-
-
-def _spooled(messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
-    """Build and check every message before yielding the first, keeping them on disk, not in memory."""
-    import json
-    import tempfile
-
-    from airflow_provider_p2psms.models import OutgoingSms
-
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-        for key, message in messages:
-            spool.write(json.dumps([key, message.recipient, message.text], ensure_ascii=False))
-            spool.write("\n")
-        spool.seek(0)
-        for line in spool:
-            key, recipient, text = json.loads(line)
-            yield key, OutgoingSms(recipient, text)
 
 
 __all__ = ["P2PSmsOperator"]

@@ -13,10 +13,10 @@ from airflow_provider_p2psms.version_compat import conf
 if TYPE_CHECKING:
     from airflow.sdk import Context, PokeReturnValue
 
+    from airflow_provider_p2psms.campaign.stores import KeyValueStore
+    from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import DeliveryReport, SendReceipt
-    from airflow_provider_p2psms.utils.checkpoint import KeyValueStore
-    from airflow_provider_p2psms.utils.delivery import DeliveryTracker
 
 _STATE_KEY = "p2psms.delivery"
 
@@ -89,8 +89,8 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> DeliveryReport:
+        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
         from airflow_provider_p2psms.exceptions import P2PSmsError
-        from airflow_provider_p2psms.utils.delivery import DeliveryTracker
 
         receipt = self._read_receipt()
         if event.get("status") != "done":
@@ -130,8 +130,8 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
     # ------------------------------------------------------------------ helpers
 
     def _read_receipt(self) -> SendReceipt:
+        from airflow_provider_p2psms.campaign.recipients import parse_rendered
         from airflow_provider_p2psms.exceptions import SmsInputError
-        from airflow_provider_p2psms.utils.recipients import parse_rendered
 
         receipt = parse_rendered(self.receipt, "receipt") if isinstance(self.receipt, str) else self.receipt
         if not isinstance(receipt, Mapping) or not isinstance(receipt.get("messages"), str | list):
@@ -152,17 +152,17 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
         """Rescheduled pokes run in fresh processes: they keep what they learnt in the checkpoint store."""
         if self.mode != "reschedule":
             return None
-        from airflow_provider_p2psms.utils.checkpoint import checkpoint_store
+        from airflow_provider_p2psms.campaign.stores import checkpoint_store
 
         return checkpoint_store(context, self.checkpoint_path)
 
     def _new_tracker(self, receipt: SendReceipt) -> DeliveryTracker:
-        from airflow_provider_p2psms.utils.delivery import DeliveryTracker
+        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
 
         return DeliveryTracker(receipt["messages"])
 
     def _load_tracker(self, receipt: SendReceipt, store: KeyValueStore | None) -> DeliveryTracker:
-        from airflow_provider_p2psms.utils.delivery import DeliveryTracker
+        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
 
         saved = store.get(_STATE_KEY) if store is not None else None
         tracker = self._new_tracker(receipt)

@@ -8,10 +8,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_p2psms.exceptions import P2PSmsError, SmsGatewayUnavailable
+
 
 class P2PSmsDeliveryTrigger(BaseTrigger):
     """
     Poll until every message is final, then yield one event with the delivery state.
+
+    Status requests go out on an async HTTP client, at most the connection's ``max_concurrency`` at
+    a time, so one triggerer can follow many campaigns on its event loop without blocking it.
 
     The event is ``{"status": "done", "state": <one letter per message>, "polls": n}``, or
     ``{"status": "error", "message": ..., "state": ...}`` if the gateway could not be read.
@@ -19,54 +24,35 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     :param sms_conn_id: the SMS connection.
     :param messages: the send receipt's ``messages`` (packed lines, or ``[message_id, recipient]`` pairs).
     :param poke_interval: seconds between polls.
-    :param state: the tracker state to start from (see ``DeliveryTracker``).
-    :param polls: polls already made.
     """
 
-    def __init__(
-        self,
-        *,
-        sms_conn_id: str,
-        messages: str | list[list[str]],
-        poke_interval: float = 60.0,
-        state: str | None = None,
-        polls: int = 0,
-    ) -> None:
+    def __init__(self, *, sms_conn_id: str, messages: str | list[list[str]], poke_interval: float = 60.0) -> None:
         super().__init__()
         self.sms_conn_id = sms_conn_id
         self.messages = messages
         self.poke_interval = float(poke_interval)
-        self.state = state
-        self.polls = polls
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "sms_conn_id": self.sms_conn_id,
-                "messages": self.messages,
-                "poke_interval": self.poke_interval,
-                "state": self.state,
-                "polls": self.polls,
-            },
+            {"sms_conn_id": self.sms_conn_id, "messages": self.messages, "poke_interval": self.poke_interval},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
-        from airflow_provider_p2psms.exceptions import P2PSmsError, SmsGatewayUnavailable
+        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
         from airflow_provider_p2psms.hooks.factory import get_sms_hook
-        from airflow_provider_p2psms.utils.delivery import DeliveryTracker
 
-        tracker = DeliveryTracker(self.messages, state=self.state, polls=self.polls)
+        tracker = DeliveryTracker(self.messages)
         try:
             # Reading the connection talks to the triggerer's supervisor: it must go through
-            # sync_to_async, which knows the event loop. Polling does plain HTTP in its own thread.
+            # sync_to_async, which knows the event loop. Polling is async HTTP on this loop.
             hook = await sync_to_async(get_sms_hook)(self.sms_conn_id)
-            try:
+            async with hook.async_client() as client:
                 while True:
                     try:
-                        await sync_to_async(tracker.poll, thread_sensitive=False)(hook)
+                        await tracker.apoll(hook, client)
                     except SmsGatewayUnavailable as error:
                         # An outage of the status API says nothing about delivery: the deferral's
                         # timeout bounds it.
@@ -75,8 +61,6 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
                     if tracker.all_final:
                         break
                     await asyncio.sleep(self.poke_interval)
-            finally:
-                hook.close()
         except P2PSmsError as error:
             yield TriggerEvent({"status": "error", "message": str(error), "state": tracker.state()})
             return

@@ -18,10 +18,12 @@ from airflow_provider_p2psms.exceptions import (
     SmsRequestRejected,
     SmsUncertainSendError,
 )
-from airflow_provider_p2psms.hooks import base
-from airflow_provider_p2psms.hooks.base import MAX_BACKOFF_SECONDS, GatewaySettings, P2PSmsHook
+from airflow_provider_p2psms.hooks import transport
+from airflow_provider_p2psms.hooks.base import P2PSmsHook
 from airflow_provider_p2psms.hooks.bitel import BitelHook
 from airflow_provider_p2psms.hooks.ippanel import IPPanelHook
+from airflow_provider_p2psms.hooks.settings import GatewaySettings
+from airflow_provider_p2psms.hooks.transport import MAX_BACKOFF_SECONDS
 from airflow_provider_p2psms.models import OutgoingSms, SmsReceipt
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_GATEWAY, DEFAULT_IPPANEL_SENDER
 from tests.helpers import GATEWAYS
@@ -474,25 +476,25 @@ def test_sends_after_the_gateway_starts_failing_are_retried_then_unavailable(con
     [("0.05", 0.05), ("2", 2.0), ("-1", 0.0), ("", None), (None, None), ("soon", None)],
 )
 def test_retry_after_in_seconds(header, expected):
-    assert base._retry_after_seconds(header) == expected
+    assert transport.retry_after_seconds(header) == expected
 
 
 def test_retry_after_as_an_http_date():
     in_30_seconds = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28 <= base._retry_after_seconds(in_30_seconds) <= 30.5
-    assert base._retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert 28 <= transport.retry_after_seconds(in_30_seconds) <= 30.5
+    assert transport.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 def test_backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap(monkeypatch):
     use_connection(monkeypatch, "sms_backoff", "bitel", password="t0ken", host=None, retry_backoff=0.5)
     hook = BitelHook("sms_backoff")
     for attempt, (low, high) in enumerate([(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0)]):
-        delays = [hook._backoff(attempt, None) for _ in range(50)]
+        delays = [transport.backoff_seconds(hook.settings, attempt, None) for _ in range(50)]
         assert all(low <= delay <= high for delay in delays)
-    assert hook._backoff(30, None) == MAX_BACKOFF_SECONDS
-    assert hook._backoff(0, 7.0) == 7.0
-    assert hook._backoff(0, 0.0) == 0.0
-    assert hook._backoff(0, 3600.0) == MAX_BACKOFF_SECONDS
+    assert transport.backoff_seconds(hook.settings, 30, None) == MAX_BACKOFF_SECONDS
+    assert transport.backoff_seconds(hook.settings, 0, 7.0) == 7.0
+    assert transport.backoff_seconds(hook.settings, 0, 0.0) == 0.0
+    assert transport.backoff_seconds(hook.settings, 0, 3600.0) == MAX_BACKOFF_SECONDS
 
 
 # ---------------------------------------------------------------- secrets

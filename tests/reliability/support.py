@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_p2psms.utils.checkpoint import SendLedger, TaskStateKeyValueStore
+from airflow_provider_p2psms.campaign.ledger import SendLedger
+from airflow_provider_p2psms.campaign.stores import TaskStateKeyValueStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -187,3 +188,9 @@ def heal(url, changes, snapshot, folder=None):
 
     return callback
 """
+
+
+def record(ledger: SendLedger, accepted: Mapping[int, list[str]], released: Iterable[int] = ()) -> None:
+    """Durably note accepted and released messages, as the sender does: stage them, then flush."""
+    ledger.stage(accepted, released)
+    ledger.flush()

@@ -14,12 +14,12 @@ import pytest
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from airflow_provider_p2psms.campaign.recipients import MessageBuilder, iter_rows
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.hooks.bitel import BitelHook
 from airflow_provider_p2psms.hooks.ippanel import IPPanelHook
 from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_TOKEN
-from airflow_provider_p2psms.utils.recipients import MessageBuilder, iter_rows
 from airflow_provider_p2psms.version_compat import AirflowFailException, AirflowSkipException
 from tests.reliability.support import (
     MemoryTaskState,

@@ -17,20 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_p2psms.campaign import dispatch
+from airflow_provider_p2psms.campaign.ledger import SendLedger
+from airflow_provider_p2psms.campaign.recipients import MessageBuilder
+from airflow_provider_p2psms.campaign.stores import TaskStateKeyValueStore, checkpoint_store
 from airflow_provider_p2psms.exceptions import SmsConfigurationError, SmsGatewayUnavailable
 from airflow_provider_p2psms.hooks.factory import get_sms_hook
-from airflow_provider_p2psms.models import receipt_messages
+from airflow_provider_p2psms.models import message_key, receipt_messages
 from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_TOKEN
-from airflow_provider_p2psms.utils import sending
-from airflow_provider_p2psms.utils.checkpoint import (
-    SendLedger,
-    TaskStateKeyValueStore,
-    checkpoint_store,
-    message_key,
-)
-from airflow_provider_p2psms.utils.recipients import MessageBuilder
-from airflow_provider_p2psms.utils.sending import BatchSender
 from tests.helpers import GATEWAYS, needs_dags_test_retries
 from tests.reliability.support import (
     RETRY_CALLBACK_SOURCE,
@@ -40,6 +35,7 @@ from tests.reliability.support import (
     people,
     phone,
     read_ledger,
+    record,
     run_success_callbacks,
     sent_counts,
     sqlite_conn_env,
@@ -49,6 +45,9 @@ from tests.reliability.support import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.sandbox import SandboxServer
 
 MESSAGE = "Hi {{ row.name }}, your code is {{ row.code }}"
@@ -199,19 +198,11 @@ def test_receipts_of_rows_gone_from_the_input_are_still_merged(connect):
     assert receipt["counts"]["resumed"] == 20
 
 
-def sender_for(state: MemoryTaskState, max_concurrency: int) -> tuple[BatchSender, Any]:
-    """A ``BatchSender`` on ``bitel_default`` with a fresh ledger in ``state``, and a row-to-message builder."""
+def sender_for(state: MemoryTaskState, max_concurrency: int) -> tuple[P2PSmsHook, Callable[[list[Any]], None]]:
+    """The ``bitel_default`` hook, and a function sending rows through its bulk send, ledger in ``state``."""
     hook = get_sms_hook("bitel_default")
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
-    sender = BatchSender(
-        hook=hook,
-        ledger=ledger,
-        max_concurrency=max_concurrency,
-        resend_uncertain=False,
-        send_time=None,
-        log=logging.getLogger("test"),
-    )
     builder = MessageBuilder(
         template=make_operator(recipients=[]).get_template_env().from_string(MESSAGE),
         context={},
@@ -220,23 +211,29 @@ def sender_for(state: MemoryTaskState, max_concurrency: int) -> tuple[BatchSende
         max_parts=8,
         fail_on_invalid=False,
     )
-    return sender, builder.build
+
+    def send_all(rows: list[Any]) -> None:
+        messages = (message for _, message in builder.build(rows))
+        for _ in hook.send_messages(messages, max_concurrency=max_concurrency, ledger=ledger):
+            pass
+
+    return hook, send_all
 
 
 def test_every_batch_is_marked_in_flight_before_it_is_sent(connect, monkeypatch):
     connect(batch_size=10)
     state = MemoryTaskState()
-    sender, build = sender_for(state, max_concurrency=3)
+    hook, send_all = sender_for(state, max_concurrency=3)
     marked_before_sending = []
-    send_batch = sender.hook.send_batch
+    send_batch = hook.send_batch
 
     def checked_send_batch(messages: Any, **kwargs: Any) -> Any:
         marks = read_ledger(state.values).uncertain
         marked_before_sending.append(all(message_key(m.recipient, m.text) in marks for m in messages))
         return send_batch(messages, **kwargs)
 
-    monkeypatch.setattr(sender.hook, "send_batch", checked_send_batch)
-    sender.send_all(build(people(95)))
+    monkeypatch.setattr(hook, "send_batch", checked_send_batch)
+    send_all(people(95))
 
     assert marked_before_sending == [True] * 10
     after = read_ledger(state.values)
@@ -248,8 +245,8 @@ def test_checkpoint_values_stay_under_the_state_store_limit(connect):
     """5,000 messages at 16 requests in flight: no checkpoint value reaches 64 KB, and it all reads back."""
     sandbox = connect(batch_size=100, max_concurrency=16)
     state = MemoryTaskState()
-    sender, build = sender_for(state, max_concurrency=16)
-    sender.send_all(build(people(5000)))
+    _, send_all = sender_for(state, max_concurrency=16)
+    send_all(people(5000))
 
     assert len(sandbox.messages()) == 5000
     assert 0 < state.largest <= STATE_VALUE_LIMIT
@@ -278,7 +275,7 @@ def test_a_refused_try_with_a_slow_store_leaves_only_the_unanswered_uncertain(co
     after its marks, however late the marks' write comes, or the retry would skip those messages.
     """
     # The refusal comes while the marks of the groups prepared ahead are still being written.
-    monkeypatch.setattr(sending, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(dispatch, "FLUSH_SECONDS", 0.0)
     sandbox = connect(batch_size=10, max_retries=0)
     sandbox.configure(fail_sends_after=1)
     state = SlowStore()
@@ -323,7 +320,7 @@ def test_a_crash_between_two_writes_of_one_flush_never_loses_a_mark():
     ledger.load()
     first = list(range(1, 6001, 2))
     ledger.mark_in_flight(first)
-    ledger.record({key: ["id", "0912"] for key in first[:2000]})
+    record(ledger, {key: ["id", "0912"] for key in first[:2000]})
     unanswered = set(first[2000:])
 
     # 6,000 marks take two entries (4,000 keys each at most): the worker dies writing the second.
@@ -346,7 +343,7 @@ def test_staged_receipts_ride_along_with_the_next_marks():
     assert state.sets == 2
     ledger.mark_in_flight([6, 7])  # carries 1, 2 and 3 as well
     assert (state.sets, ledger.staged) == (3, 0)
-    ledger.record({4: ["id-4", "0912"], 6: ["id-6", "0912"]})
+    record(ledger, {4: ["id-4", "0912"], 6: ["id-6", "0912"]})
     ledger.flush()  # nothing staged: nothing written
     assert state.sets == 4
 
@@ -375,7 +372,7 @@ def test_receipts_that_do_not_fit_one_value_are_split():
     state, ledger = empty_ledger()
     accepted = random_receipts(5000)
     ledger.mark_in_flight(accepted)
-    ledger.record(accepted)
+    record(ledger, accepted)
     assert 2 < state.sets < 8
     assert 0 < state.largest <= STATE_VALUE_LIMIT
     assert read_ledger(state.values).sent == accepted
@@ -414,7 +411,7 @@ def test_a_clean_up_that_fails_half_way_leaves_a_readable_prefix_and_does_not_fa
     ledger = SendLedger(TaskStateKeyValueStore(state))
     ledger.load()
     for start in range(0, 3000, 1000):
-        ledger.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(start, start + 1000)})
+        record(ledger, {key: [f"{key:032x}", phone(key % 9000)] for key in range(start, start + 1000)})
     entries = sorted(state.values)
     assert entries == ["p2psms.log.0", "p2psms.log.1", "p2psms.log.2"]
 
@@ -432,7 +429,7 @@ def test_a_ledger_cleared_without_being_loaded_deletes_every_entry():
     writer = SendLedger(TaskStateKeyValueStore(state))
     writer.load()
     for start in range(0, 3000, 1000):
-        writer.record({key: [f"{key:032x}", phone(key % 9000)] for key in range(start, start + 1000)})
+        record(writer, {key: [f"{key:032x}", phone(key % 9000)] for key in range(start, start + 1000)})
     state.set("someone.else", 1)
     assert len(state.values) == 4
 
@@ -458,7 +455,7 @@ def test_checkpoints_are_scoped_to_the_task_instance_and_its_map_index(tmp_path)
     stores = [checkpoint_store(context, f"file://{tmp_path}") for context in contexts]
     ledger = SendLedger(stores[0])
     ledger.load()
-    ledger.record({1: ["id-1", phone(1)]})
+    record(ledger, {1: ["id-1", phone(1)]})
 
     other = SendLedger(stores[1])
     other.load()

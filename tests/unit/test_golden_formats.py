@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_p2psms.utils.checkpoint import SendLedger, message_key
+from airflow_provider_p2psms.campaign.ledger import SendLedger
+from airflow_provider_p2psms.models import message_key
 
 #: (recipient, text) -> key, as written by every released version.
 GOLDEN_KEYS = {

@@ -26,7 +26,7 @@ def events(trigger: P2PSmsDeliveryTrigger) -> list[dict]:
 
 def test_serialize_round_trip_keeps_every_argument(sms_connections):
     trigger = P2PSmsDeliveryTrigger(
-        sms_conn_id="bitel_default", messages=[["a" * 32, "09121234567"]], poke_interval=2.5, state="d", polls=3
+        sms_conn_id="bitel_default", messages=[["a" * 32, "09121234567"]], poke_interval=2.5
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_p2psms.triggers.p2p_sms.P2PSmsDeliveryTrigger"
@@ -36,9 +36,24 @@ def test_serialize_round_trip_keeps_every_argument(sms_connections):
         "sms_conn_id": "bitel_default",
         "messages": [["a" * 32, "09121234567"]],
         "poke_interval": 2.5,
-        "state": "d",
-        "polls": 3,
     }
+
+
+def test_the_trigger_polls_with_the_async_client_only(sms_connections, monkeypatch):
+    """The triggerer's event loop runs every trigger: a blocking status request would stall them all."""
+    from airflow_provider_p2psms.hooks.base import P2PSmsHook
+
+    def blocking(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the trigger made a blocking status request")
+
+    sms_connections.configure(delivery_seconds=0.2)
+    messages = send(["09121234567", "09121230001"])
+    monkeypatch.setattr(P2PSmsHook, "get_statuses", blocking)
+    monkeypatch.setattr(P2PSmsHook, "request", blocking)
+    payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
+    assert payloads == [{"status": "done", "state": "df", "polls": payloads[0]["polls"]}]
+    status_requests = [r for r in sms_connections.requests() if "/status/" in r["path"]]
+    assert len(status_requests) >= 2
 
 
 def test_polls_until_every_message_is_final(sms_connections):

@@ -1,0 +1,76 @@
+"""The send receipt: what a campaign's send task returns, built in one place for real sends and dry runs.
+
+Accepted messages are packed as they come (see :class:`~airflow_provider_p2psms.models.MessagesPacker`),
+so the receipt never holds a campaign's messages as Python objects; problems keep at most
+:data:`MAX_PROBLEMS` masked examples, while the counts are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from airflow_provider_p2psms.models import MessagesPacker, ReceiptCounts, SendReceipt
+
+if TYPE_CHECKING:
+    from airflow_provider_p2psms.campaign.recipients import MessageBuilder
+
+#: Masked examples of problems (invalid rows, uncertain messages) kept for the log and the receipt.
+MAX_PROBLEMS = 200
+
+#: The version of the receipt's format.
+RECEIPT_VERSION = 1
+
+
+class ReceiptBuilder:
+    """
+    Collects what a send produced, and builds the receipt beside the rows' own counts.
+
+    :param provider: the gateway's connection type, e.g. ``"bitel"``.
+    :param sms_conn_id: the SMS connection the messages went through.
+    """
+
+    def __init__(self, provider: str, sms_conn_id: str) -> None:
+        self.provider = provider
+        self.sms_conn_id = sms_conn_id
+        self._accepted = MessagesPacker()
+        self.accepted = 0
+        self.resumed = 0
+        self.uncertain: set[int] = set()
+        self.problems: list[str] = []
+
+    def accept(self, pairs: Sequence[Sequence[str]], *, resumed: bool = False) -> None:
+        """Add accepted ``(message_id, recipient)`` pairs; ``resumed`` when an earlier try sent them."""
+        self._accepted.add(pairs)
+        self.accepted += len(pairs)
+        if resumed:
+            self.resumed += len(pairs)
+
+    def add_uncertain(self, keys: Iterable[int]) -> None:
+        """Count messages whose fate is unknown (by key, so that one counted twice is counted once)."""
+        self.uncertain.update(keys)
+
+    def problem(self, text: str) -> None:
+        """Note a masked problem line, while fewer than :data:`MAX_PROBLEMS` are kept."""
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+
+    def build(self, rows: MessageBuilder, *, dry_run: int = 0) -> SendReceipt:
+        """The receipt: ``rows``' counts and problems beside what was sent (or, in a dry run, would be)."""
+        counts = ReceiptCounts(
+            requested=rows.requested,
+            sent=self.accepted,
+            resumed=self.resumed,
+            invalid=rows.invalid,
+            duplicate=rows.duplicate,
+            uncertain=len(self.uncertain),
+            dry_run=dry_run,
+        )
+        return {
+            "version": RECEIPT_VERSION,
+            "provider": self.provider,
+            "sms_conn_id": self.sms_conn_id,
+            "counts": counts,
+            "messages": self._accepted.value(),
+            "problems": [*rows.problems, *self.problems][:MAX_PROBLEMS],
+        }

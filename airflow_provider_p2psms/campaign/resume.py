@@ -1,0 +1,74 @@
+"""What a retry sends, given what its task instance's earlier tries left in the resume ledger.
+
+Messages an earlier try had accepted are not sent again: their receipts go into this try's receipt,
+so the sensor tracks every text that went out. Messages an earlier try left uncertain (sent, never
+answered) are reported and left out, unless the operator resends them (``on_uncertain="resend"``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow_provider_p2psms.utils.phone import mask_phone
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from airflow_provider_p2psms.campaign.ledger import SendLedger
+    from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
+    from airflow_provider_p2psms.models import OutgoingSms
+
+
+class Resumption:
+    """
+    Filters a try's messages against the ledger, accounting for what it leaves out in the receipt.
+
+    :param ledger: the loaded ledger of the task instance.
+    :param receipt: the receipt of this try.
+    :param resend_uncertain: send again what an earlier try left uncertain.
+    """
+
+    def __init__(self, ledger: SendLedger, receipt: ReceiptBuilder, *, resend_uncertain: bool) -> None:
+        self.ledger = ledger
+        self.receipt = receipt
+        self.resend_uncertain = resend_uncertain
+        self._read_earlier: set[int] = set()
+
+    def fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
+        """Leave out what an earlier try had accepted (or left uncertain, unless resending)."""
+        earlier, uncertain = self.ledger.sent, self.ledger.uncertain
+        for key, message in messages:
+            receipt = earlier.get(key)
+            if receipt is not None:
+                self.receipt.accept([receipt], resumed=True)
+                self._read_earlier.add(key)
+            elif key in uncertain:
+                self._read_earlier.add(key)
+                if not self.resend_uncertain:
+                    self.receipt.add_uncertain([key])
+                    self.receipt.problem(f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}.")
+                else:
+                    yield key, message
+            else:
+                yield key, message
+
+    def merge_unread(self) -> None:
+        """
+        Account for what an earlier try left that this try's input no longer holds (the source changed).
+
+        Accepted messages go into the receipt, so the sensor tracks every text that went out. Uncertain
+        ones cannot be resent without their row: they are reported, and counted unless resending.
+        """
+        unread = 0
+        for key, receipt in self.ledger.sent.items():
+            if key not in self._read_earlier:
+                self.receipt.accept([receipt], resumed=True)
+        for key in self.ledger.uncertain:
+            if key not in self._read_earlier:
+                unread += 1
+                if not self.resend_uncertain:
+                    self.receipt.add_uncertain([key])
+        if unread:
+            self.receipt.problem(
+                f"Uncertain (earlier try): {unread} messages whose rows this try did not read; not resent."
+            )

@@ -1,0 +1,70 @@
+"""The triggerer's HTTP transport: status reads over ``httpx``'s async client, with the same retry rules.
+
+One triggerer runs many triggers on one event loop, so a trigger must never block it: its reads go
+through an :class:`httpx.AsyncClient`. ``httpx`` is what the Task SDK itself uses, so it comes with
+every Airflow 3 install (``aiohttp``, which the http provider uses, would be one more dependency).
+Only reads run here: sends happen in the worker, over :mod:`~airflow_provider_p2psms.hooks.transport`,
+whose rules (:func:`~airflow_provider_p2psms.hooks.transport.verdict_for_status`, backoff with
+``Retry-After``, error envelopes through the gateway's ``error_for``) this module follows as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from airflow_provider_p2psms.hooks import transport
+from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
+
+if TYPE_CHECKING:
+    import httpx
+
+    from airflow_provider_p2psms.hooks.base import P2PSmsHook
+    from airflow_provider_p2psms.hooks.settings import GatewaySettings
+
+
+def open_client(settings: GatewaySettings, auth_headers: Mapping[str, str]) -> httpx.AsyncClient:
+    """An async client for one connection: its base URL, auth, timeout, TLS checks and pool size."""
+    import httpx
+
+    return httpx.AsyncClient(
+        headers={"Accept": "application/json", "User-Agent": transport.user_agent(), **auth_headers},
+        timeout=settings.timeout,
+        verify=settings.verify,
+        limits=httpx.Limits(max_connections=max(settings.max_concurrency, 1)),
+        follow_redirects=False,
+    )
+
+
+async def read(hook: P2PSmsHook, client: httpx.AsyncClient, call: ApiCall) -> GatewayResponse:
+    """Make the read ``call`` with the transport's retry rules and return the decoded answer."""
+    import httpx
+
+    settings = hook.settings
+    url = f"{settings.base_url}{call.path}"
+    attempt = 0
+    while True:
+        retry_after: float | None = None
+        try:
+            response = await client.request(call.method, url, params=call.params, json=call.json)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+            raise transport.unusable_base_url(hook, error) from None
+        except httpx.TransportError as error:
+            problem = f"{type(error).__name__}"
+        else:
+            status = response.status_code
+            if transport.verdict_for_status("read", status) == "answer":
+                try:
+                    payload = response.json()
+                except ValueError:
+                    payload = None
+                return transport.interpret(hook, status, payload, "read", ())
+            retry_after = transport.retry_after_seconds(response.headers.get("Retry-After"))
+            problem = f"HTTP {status}"
+        if attempt >= settings.max_retries:
+            raise transport.give_up(hook, call, attempt + 1, problem)
+        delay = transport.backoff_seconds(settings, attempt, retry_after)
+        transport.log_retry(hook, call, problem, delay, attempt)
+        await asyncio.sleep(delay)
+        attempt += 1
