@@ -41,9 +41,8 @@ async def read(hook: P2PSmsHook, client: httpx.AsyncClient, call: ApiCall) -> Ga
     """Make the read ``call`` with the transport's retry rules and return the decoded answer."""
     import httpx
 
-    settings = hook.settings
-    url = f"{settings.base_url}{call.path}"
-    attempt = 0
+    url = f"{hook.settings.base_url}{call.path}"
+    budget = transport.RetryBudget(hook, call)
     while True:
         retry_after: float | None = None
         try:
@@ -51,20 +50,11 @@ async def read(hook: P2PSmsHook, client: httpx.AsyncClient, call: ApiCall) -> Ga
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
             raise transport.unusable_base_url(hook, error) from None
         except httpx.TransportError as error:
-            problem = f"{type(error).__name__}"
+            problem = type(error).__name__
         else:
             status = response.status_code
             if transport.verdict_for_status("read", status) == "answer":
-                try:
-                    payload = response.json()
-                except ValueError:
-                    payload = None
-                return transport.interpret(hook, status, payload, "read", ())
+                return transport.interpret(hook, status, transport.json_or_none(response), "read", ())
             retry_after = transport.retry_after_seconds(response.headers.get("Retry-After"))
             problem = f"HTTP {status}"
-        if attempt >= settings.max_retries:
-            raise transport.give_up(hook, call, attempt + 1, problem)
-        delay = transport.backoff_seconds(settings, attempt, retry_after)
-        transport.log_retry(hook, call, problem, delay, attempt)
-        await asyncio.sleep(delay)
-        attempt += 1
+        await asyncio.sleep(budget.next_delay(problem, retry_after))

@@ -86,26 +86,37 @@ def backoff_seconds(settings: GatewaySettings, attempt: int, retry_after: float 
     return min(base * random.uniform(0.5, 1.0), MAX_BACKOFF_SECONDS)
 
 
-def give_up(hook: P2PSmsHook, call: ApiCall, attempts: int, problem: str) -> SmsGatewayUnavailable:
-    return SmsGatewayUnavailable(
-        f"{hook.provider_name} did not answer {call.method} {call.path} usefully after "
-        f"{attempts} attempts (last: {problem}). Connection '{hook.sms_conn_id}', "
-        f"base URL {hook.settings.base_url}. Check the gateway's status, or raise the "
-        "connection's 'max_retries' extra."
-    )
+class RetryBudget:
+    """The attempts of one call: how long to wait before the next one, or the error once none is left."""
 
+    def __init__(self, hook: P2PSmsHook, call: ApiCall) -> None:
+        self.hook = hook
+        self.call = call
+        self.attempt = 0
 
-def log_retry(hook: P2PSmsHook, call: ApiCall, problem: str, delay: float, attempt: int) -> None:
-    hook.log.warning(
-        "%s %s %s: %s; retrying in %.2fs (attempt %d of %d)",
-        hook.provider_name,
-        call.method,
-        call.path,
-        problem,
-        delay,
-        attempt + 2,
-        hook.settings.max_retries + 1,
-    )
+    def next_delay(self, problem: str, retry_after: float | None) -> float:
+        """Seconds to wait before trying again after ``problem``; raises when ``max_retries`` are spent."""
+        hook, call, settings = self.hook, self.call, self.hook.settings
+        if self.attempt >= settings.max_retries:
+            raise SmsGatewayUnavailable(
+                f"{hook.provider_name} did not answer {call.method} {call.path} usefully after "
+                f"{self.attempt + 1} attempts (last: {problem}). Connection '{hook.sms_conn_id}', "
+                f"base URL {settings.base_url}. Check the gateway's status, or raise the "
+                "connection's 'max_retries' extra."
+            )
+        delay = backoff_seconds(settings, self.attempt, retry_after)
+        hook.log.warning(
+            "%s %s %s: %s; retrying in %.2fs (attempt %d of %d)",
+            hook.provider_name,
+            call.method,
+            call.path,
+            problem,
+            delay,
+            self.attempt + 2,
+            settings.max_retries + 1,
+        )
+        self.attempt += 1
+        return delay
 
 
 def unusable_base_url(hook: P2PSmsHook, error: Exception) -> SmsConfigurationError:
@@ -131,6 +142,14 @@ def interpret(
             f"connection '{hook.sms_conn_id}' the gateway's API?"
         )
     return answer
+
+
+def json_or_none(response: Any) -> Any:
+    """The decoded JSON body of a ``requests`` or ``httpx`` response, ``None`` if it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -190,7 +209,7 @@ def request(
 
     settings = hook.settings
     url = f"{settings.base_url}{call.path}"
-    attempt = 0
+    budget = RetryBudget(hook, call)
     while True:
         retry_after: float | None = None
         try:
@@ -213,21 +232,12 @@ def request(
             status = response.status_code
             verdict = verdict_for_status(kind, status)
             if verdict == "answer":
-                try:
-                    payload = response.json()
-                except ValueError:
-                    payload = None
-                return interpret(hook, status, payload, kind, batch)
+                return interpret(hook, status, json_or_none(response), kind, batch)
             if verdict == "uncertain":
                 raise SmsUncertainSendError(hook.provider_name, batch, f"HTTP {status} from {call.method} {call.path}")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             problem = f"HTTP {status}"
-        if attempt >= settings.max_retries:
-            raise give_up(hook, call, attempt + 1, problem)
-        delay = backoff_seconds(settings, attempt, retry_after)
-        log_retry(hook, call, problem, delay, attempt)
-        time.sleep(delay)
-        attempt += 1
+        time.sleep(budget.next_delay(problem, retry_after))
 
 
 def _never_reached_server(error: Exception) -> bool:

@@ -7,11 +7,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_p2psms.campaign.ledger import SendLedger
-from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
-from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows, spooled
-from airflow_provider_p2psms.campaign.resume import Resumption
-from airflow_provider_p2psms.campaign.stores import checkpoint_store
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.hooks.factory import get_sms_hook, scheduling_hint
 from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
@@ -22,6 +17,9 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_p2psms.campaign.ledger import SendLedger
+    from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
+    from airflow_provider_p2psms.campaign.recipients import MessageBuilder
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import OutgoingSms, SendReceipt
 
@@ -215,6 +213,11 @@ class P2PSmsOperator(BaseOperator):
         return self.execute(context)
 
     def _send(self, context: Context, scheduled_for: datetime | None) -> SendReceipt:
+        # The engine loads when the task runs, not each time the DAG file is parsed.
+        from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
+        from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows, spooled
+        from airflow_provider_p2psms.campaign.resume import Resumption
+
         hook = get_sms_hook(self.sms_conn_id)
         send_time = self._send_time(hook, scheduled_for or self.send_time)
         builder = MessageBuilder(
@@ -300,6 +303,9 @@ class P2PSmsOperator(BaseOperator):
         return moment
 
     def _ledger(self, context: Context) -> SendLedger:
+        from airflow_provider_p2psms.campaign.ledger import SendLedger
+        from airflow_provider_p2psms.campaign.stores import checkpoint_store
+
         return SendLedger(checkpoint_store(context, self.checkpoint_path))
 
     def _dry_run(self, hook: P2PSmsHook, builder: MessageBuilder, rows: Any, receipt: ReceiptBuilder) -> SendReceipt:
