@@ -17,6 +17,7 @@ _EXCEPTIONS = frozenset(
         "SmsConfigurationError",
         "SmsAuthenticationError",
         "SmsRequestRejected",
+        "SmsRecipientsRefused",
         "SmsGatewayUnavailable",
         "SmsUncertainSendError",
         "SmsDeliveryFailed",

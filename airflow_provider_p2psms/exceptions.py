@@ -7,7 +7,7 @@ ever contains an API token, and phone numbers in them are masked.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.version_compat import AirflowException, AirflowFailException
 
@@ -80,6 +80,22 @@ class SmsRequestRejected(P2PSmsError, AirflowFailException):
         if hint:
             text += f" {hint}"
         super().__init__(text)
+
+
+class SmsRecipientsRefused(SmsRequestRejected):
+    """
+    The gateway refused a send as invalid because of its recipients or texts (Bitel ``InvalidRequest`` /
+    ``InvalidPhoneNumber``, IPPanel 422 on anything but ``from_number``), not because of the account or
+    the sender line. It accepted nothing of the batch and armed no duplicate guard, so the batch can be
+    split to find the recipients it refuses (see the send-answer table in ``hooks/transport.py``).
+
+    :param refused: the recipients (wire format) the gateway named, when it names them; ``None`` when
+        it only says that something in the batch is wrong.
+    """
+
+    def __init__(self, *args: Any, refused: Sequence[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused = list(refused) if refused is not None else None
 
 
 class SmsDeliveryFailed(P2PSmsError, AirflowFailException):

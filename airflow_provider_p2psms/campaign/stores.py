@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from airflow_provider_p2psms.exceptions import SmsConfigurationError
+
 
 class KeyValueStore(Protocol):
     """The little a checkpoint needs from a store: JSON values under string keys."""
@@ -96,12 +98,12 @@ def checkpoint_store(context: Any, checkpoint_path: str | None) -> KeyValueStore
 
     ti = context["ti"]
     map_index = getattr(ti, "map_index", None)
-    base = ObjectStoragePath(checkpoint_path or _default_checkpoint_root())
+    base = ObjectStoragePath(checkpoint_path or _default_checkpoint_root(context))
     folder = base / ti.dag_id / _safe(ti.run_id) / ti.task_id / str(-1 if map_index is None else map_index)
     return ObjectStorageKeyValueStore(folder)
 
 
-def _default_checkpoint_root() -> str:
+def _default_checkpoint_root(context: Any) -> str:
     import os
 
     from airflow_provider_p2psms.version_compat import conf
@@ -109,8 +111,24 @@ def _default_checkpoint_root() -> str:
     configured = conf.get("p2psms", "checkpoint_path", fallback=None)
     if configured:
         return str(configured)
+    executors = _remote_executors(str(conf.get("core", "executor", fallback="LocalExecutor") or ""))
+    if executors:
+        task = context["ti"].task_id
+        raise SmsConfigurationError(
+            f"Task '{task}' keeps what it sent (or learnt) between tries, and this Airflow runs "
+            f"{', '.join(executors)}, so a retry or a rescheduled poke may run on another machine than the "
+            "try before it. Without the task state store (Airflow 3.3+) that state must live where every "
+            "worker can read it: set checkpoint_path on the task, or [p2psms] checkpoint_path "
+            "(AIRFLOW__P2PSMS__CHECKPOINT_PATH), to shared storage such as s3://bucket/p2psms. Nothing was done."
+        )
     home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
     return f"file://{os.path.join(home, 'p2psms_checkpoints')}"
+
+
+def _remote_executors(setting: str) -> list[str]:
+    """The executors named in ``[core] executor`` that may run a task's tries on different machines."""
+    names = [part.split(":")[-1].strip() for part in setting.split(",") if part.strip()]
+    return [name for name in names if name.rpartition(".")[2] != "LocalExecutor"]
 
 
 def _safe(value: str) -> str:

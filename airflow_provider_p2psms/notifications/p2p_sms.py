@@ -10,7 +10,6 @@ from airflow.sdk import BaseNotifier
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_p2psms.models import OutgoingSms
 
 
 class P2PSmsNotifier(BaseNotifier):
@@ -28,6 +27,8 @@ class P2PSmsNotifier(BaseNotifier):
     :param message: the text, a Jinja template with the Airflow context (``dag``, ``ti``, ``ds``,
         ``exception``...). (templated)
     :param raise_on_error: raise on a gateway error or when no number is valid; default ``False``.
+    :param max_parts: the most SMS parts the text may take (a long ``{{ exception }}`` would bill many):
+        a longer text is cut to fit and ends with ``…``, and the log says so. Default 3.
     """
 
     template_fields: Sequence[str] = ("sms_conn_id", "phone_numbers", "message")
@@ -39,9 +40,17 @@ class P2PSmsNotifier(BaseNotifier):
         phone_numbers: str | Sequence[str],
         message: str,
         raise_on_error: bool = False,
+        max_parts: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(max_parts, int) or isinstance(max_parts, bool) or max_parts < 1:
+            from airflow_provider_p2psms.exceptions import SmsConfigurationError
+
+            raise SmsConfigurationError(
+                f"P2PSmsNotifier: max_parts must be a whole number of at least 1, not {max_parts!r}."
+            )
+        self.max_parts = max_parts
         self.sms_conn_id = sms_conn_id
         self.phone_numbers = phone_numbers
         self.message = message
@@ -54,15 +63,17 @@ class P2PSmsNotifier(BaseNotifier):
         from airflow_provider_p2psms.utils.phone import mask_phone
 
         numbers = [self.phone_numbers] if isinstance(self.phone_numbers, str) else list(self.phone_numbers)
-        text = str(self.message).strip()
+        text = self._fitted(str(self.message).strip())
         try:
             hook = get_sms_hook(self.sms_conn_id)
-            messages: list[OutgoingSms] = []
-            for number in dict.fromkeys(numbers):
+            recipients: dict[str, None] = {}
+            for number in numbers:
                 try:
-                    messages.append(OutgoingSms(hook.normalize_number(number), text))
+                    # After normalizing: "0912 123 4567" and "+98912…" are one number, texted once.
+                    recipients[hook.normalize_number(number)] = None
                 except InvalidPhoneNumber as error:
                     self.log.warning("SMS notification: leaving out %s", error)
+            messages = [OutgoingSms(recipient, text) for recipient in recipients]
             if not messages or not text:
                 raise P2PSmsError(
                     "SMS notification not sent: " + ("the message is empty." if not text else "no valid phone number.")
@@ -79,5 +90,33 @@ class P2PSmsNotifier(BaseNotifier):
                 raise
             self.log.error("SMS notification failed (connection '%s'): %s", self.sms_conn_id, error)
 
+    def _fitted(self, text: str) -> str:
+        """``text``, cut to :attr:`max_parts` SMS parts with a closing ``…`` if it is longer."""
+        from airflow_provider_p2psms.utils.text import count_sms_parts
+
+        parts = count_sms_parts(text)
+        if parts <= self.max_parts:
+            return text
+        low, high = 0, len(text)
+        while low < high:  # the longest prefix that fits with the marker
+            middle = (low + high + 1) // 2
+            if count_sms_parts(text[:middle].rstrip() + _CUT) <= self.max_parts:
+                low = middle
+            else:
+                high = middle - 1
+        fitted = text[:low].rstrip() + _CUT
+        self.log.warning(
+            "SMS notification: the text needs %d SMS parts; cut to %d parts (max_parts=%d), %d of %d characters kept.",
+            parts,
+            count_sms_parts(fitted),
+            self.max_parts,
+            low,
+            len(text),
+        )
+        return fitted
+
+
+#: Ends a notification cut to fit ``max_parts``.
+_CUT = "…"
 
 send_p2p_sms_notification = P2PSmsNotifier

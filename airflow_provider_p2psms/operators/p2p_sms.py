@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.hooks.factory import get_sms_hook, scheduling_hint
 from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
+from airflow_provider_p2psms.utils.rendered import PersonalDataFields, as_bool
 from airflow_provider_p2psms.utils.window import SendWindow
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ OnUncertain = Literal["skip", "resend"]
 OutsideWindow = Literal["defer", "schedule"]
 
 
-class P2PSmsOperator(BaseOperator):
+class P2PSmsOperator(PersonalDataFields, BaseOperator):
     """
     Send one personal SMS per recipient through a Bitel or IPPanel connection.
 
@@ -70,7 +71,9 @@ class P2PSmsOperator(BaseOperator):
     :param dry_run: render, normalize and validate everything, log a sample and the counts, send nothing.
         (templated)
     :param send_time: schedule the send (IPPanel only): a timezone-aware datetime or an ISO string
-        (UTC if it has no offset). (templated)
+        (UTC if it has no offset). In the past on the first try, it is an error; in the past on a retry
+        (the first try scheduled its messages for it, and the time has come), what is left goes out at
+        once. (templated)
     :param fetch_size: rows fetched per round trip from ``sql``; default 1000.
     :param send_window: quiet hours: a daily window ``("08:00", "21:00")`` (``HH:MM`` or ``HH:MM:SS``,
         spanning midnight if the start is later than the end) outside which nothing is sent. Default:
@@ -97,7 +100,9 @@ class P2PSmsOperator(BaseOperator):
         "timezone",
     )
     template_ext: Sequence[str] = (".sql",)
-    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "parameters": "json", "recipients": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql"}
+    # Phone numbers and row values: the task gets them, the UI's rendered fields show only a count.
+    personal_fields: ClassVar[tuple[str, ...]] = ("recipients", "parameters")
     ui_color = "#d6f5e3"
     # Shadows BaseOperator.dry_run(), a method no Airflow 3 code path calls, with the documented flag.
     dry_run: bool  # type: ignore[assignment]
@@ -154,6 +159,11 @@ class P2PSmsOperator(BaseOperator):
                 SendWindow.parse(send_window, timezone)
             except SmsConfigurationError as error:
                 problems.append(str(error).rstrip("."))
+        if not _templated(dry_run):
+            try:
+                dry_run = as_bool(dry_run, "dry_run")
+            except SmsConfigurationError as error:
+                problems.append(str(error).rstrip("."))
         if send_window is not None and outside_window == "schedule" and send_time is not None:
             problems.append("outside_window='schedule' sets send_time itself; leave send_time unset")
         if problems:
@@ -180,14 +190,10 @@ class P2PSmsOperator(BaseOperator):
         self.checkpoint_path = checkpoint_path
         # Deleted only once the task has succeeded, that is after Airflow stored the receipt: at the end of
         # execute(), a retry after a failed XCom push would find no checkpoint and send everything again.
-        self.on_success_callback = [*self.on_success_callback, self._delete_checkpoint]
-
-    def _delete_checkpoint(self, context: Context) -> None:
-        """Success callback: the task instance is done, so a new run of it may send again."""
-        if not self.dry_run:
-            self._ledger(context).clear()
+        self.on_success_callback = [*self.on_success_callback, _delete_checkpoint]
 
     def execute(self, context: Context) -> SendReceipt:
+        self.dry_run = as_bool(self.dry_run, "dry_run")
         scheduled_for = None
         if self.send_window is not None:
             import pendulum
@@ -219,7 +225,7 @@ class P2PSmsOperator(BaseOperator):
         from airflow_provider_p2psms.campaign.resume import Resumption
 
         hook = get_sms_hook(self.sms_conn_id)
-        send_time = self._send_time(hook, scheduled_for or self.send_time)
+        send_time = self._send_time(hook, scheduled_for or self.send_time, retry=context["ti"].try_number > 1)
         builder = MessageBuilder(
             template=compile_template(self.message, self.get_template_env()),
             context=context,
@@ -229,10 +235,10 @@ class P2PSmsOperator(BaseOperator):
             fail_on_invalid=self.on_invalid == "fail",
         )
         rows = iter_rows(
-            recipients=self.recipients,
+            recipients=self.personal_value("recipients"),
             sql=self.sql,
             sql_conn_id=self.sql_conn_id,
-            parameters=self.parameters,
+            parameters=self.personal_value("parameters"),
             fetch_size=self.fetch_size,
         )
         receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id)
@@ -278,7 +284,7 @@ class P2PSmsOperator(BaseOperator):
 
     # ------------------------------------------------------------------ steps
 
-    def _send_time(self, hook: P2PSmsHook, value: datetime | str | None) -> datetime | None:
+    def _send_time(self, hook: P2PSmsHook, value: datetime | str | None, *, retry: bool) -> datetime | None:
         if value in (None, ""):
             return None
         if not hook.supports_send_time:
@@ -299,6 +305,13 @@ class P2PSmsOperator(BaseOperator):
                 f"send_time {value!r} is not a date-time (it parsed as {type(moment).__name__})."
             )
         if moment < pendulum.now("UTC"):
+            if retry:
+                # The first try scheduled what it sent for send_time, which has come: the rest goes now.
+                self.log.warning(
+                    "send_time %s has passed since the first try: this retry sends what is left now.",
+                    moment.isoformat(),
+                )
+                return None
             raise SmsConfigurationError(f"send_time {moment.isoformat()} is in the past.")
         return moment
 
@@ -362,6 +375,18 @@ class P2PSmsOperator(BaseOperator):
             self.log.warning("%s", problem)
         if len(receipt["problems"]) > 20:
             self.log.warning("... and %d more problems, listed in the receipt.", len(receipt["problems"]) - 20)
+
+
+def _delete_checkpoint(context: Context) -> None:
+    """
+    Success callback: the task instance is done, so a new run of it may send again.
+
+    It reads the task Airflow ran (``context["task"]``, its fields rendered), never the operator as the
+    DAG file built it: there ``dry_run`` may still be the template ``"{{ params.dry }}"``.
+    """
+    task: Any = context["task"]
+    if not as_bool(task.dry_run, "dry_run"):
+        task._ledger(context).clear()
 
 
 def _templated(*values: Any) -> bool:

@@ -101,6 +101,7 @@ def read_ledger(values: Mapping[str, str] | Iterable[Sequence[Any]]) -> SendLedg
 
 def run_success_callbacks(operator: Any, context: dict[str, Any]) -> None:
     """What Airflow does once ``execute()`` returned and the receipt is stored: run the success callbacks."""
+    context.setdefault("task", operator)  # as in every context Airflow builds
     for callback in operator.on_success_callback:
         callback(context)
 

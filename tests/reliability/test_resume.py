@@ -442,8 +442,10 @@ def test_the_checkpoint_clean_up_runs_after_the_users_success_callbacks():
     def users(context: Any) -> None:
         pass
 
+    from airflow_provider_p2psms.operators import p2p_sms
+
     operator = make_operator(recipients=["09121234567"], on_success_callback=users)
-    assert operator.on_success_callback == [users, operator._delete_checkpoint]
+    assert operator.on_success_callback == [users, p2p_sms._delete_checkpoint]
     assert make_operator(recipients=["09121234567"]).on_success_callback != []
 
 
