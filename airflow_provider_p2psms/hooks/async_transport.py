@@ -26,12 +26,16 @@ if TYPE_CHECKING:
 
 def open_client(settings: GatewaySettings, auth_headers: Mapping[str, str]) -> httpx.AsyncClient:
     """An async client for one connection: its base URL, auth, timeout, TLS checks and pool size."""
+    import os
+
     import httpx
 
+    # The CA bundle the worker's requests session uses, so that TLS works the same in the triggerer.
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     return httpx.AsyncClient(
         headers={"Accept": "application/json", "User-Agent": transport.user_agent(), **auth_headers},
         timeout=settings.timeout,
-        verify=settings.verify,
+        verify=bundle if settings.verify and bundle else settings.verify,
         limits=httpx.Limits(max_connections=max(settings.max_concurrency, 1)),
         follow_redirects=False,
     )

@@ -307,7 +307,17 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
                         runner.failed(error)
             return runner.states
 
-        return in_order(lookups, await asyncio.gather(*(run(lookup) for lookup in lookups)), len(receipts))
+        tasks = [asyncio.ensure_future(run(lookup)) for lookup in lookups]
+        try:
+            found = await asyncio.gather(*tasks)
+        except BaseException:
+            # gather() leaves the other look-ups running: end them, so that none outlives this call
+            # (the caller may close the client, or poll again next to them), as with get_statuses.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return in_order(lookups, found, len(receipts))
 
     def _run(self, lookup: StatusLookup) -> list[DeliveryState]:
         runner = FlowRunner(lookup.flow)

@@ -34,16 +34,25 @@ def mask_phone(value: Any) -> str:
     """
     Mask a phone number (or any value found where one was expected) for logs and reports.
 
-    ``09121234567`` becomes ``0912***4567``; short or odd values keep even less.
+    At least five characters are hidden, so a mask leaves 100,000 candidates or more:
+    ``09121234567`` becomes ``0912*****67``, ``+989121234567`` ``+989*******67``; values shorter than
+    seven characters are hidden whole.
     """
     if value is None:
         return "<none>"
     text = str(value).strip()
-    if len(text) >= 9:
-        return f"{text[:4]}***{text[-4:]}"
-    if len(text) >= 5:
-        return f"{text[:2]}***{text[-2:]}"
-    return "***" if text else "<empty>"
+    if not text:
+        return "<empty>"
+    length = len(text)
+    if length >= 11:
+        head, tail = 4, 2
+    elif length >= 9:
+        head, tail = 2, 2
+    elif length >= 7:
+        head, tail = 1, 1
+    else:
+        return "***"
+    return f"{text[:head]}{'*' * (length - head - tail)}{text[-tail:]}"
 
 
 @cache

@@ -80,7 +80,7 @@ def test_sql_source_with_poke_reschedule_and_deferrable_sensors(run_dag, sandbox
         "dry_run": 0,
     }
     assert receipt["problems"] == [
-        "Row 4: field 'phone' 0211***5678 is a landline; SMS needs a mobile number (09xx...)."
+        "Row 4: field 'phone' 0211*****78 is a landline; SMS needs a mobile number (09xx...)."
     ]
     for task_id in ("wait_poke_False", "wait_reschedule_False", "wait_poke_True"):
         report = result.xcom(task_id)
@@ -88,7 +88,7 @@ def test_sql_source_with_poke_reschedule_and_deferrable_sensors(run_dag, sandbox
         assert {m[2] for m in report["messages"]} == {"delivered"}
         assert all("***" in m[1] for m in report["messages"])
     assert "Pausing task as DEFERRED" in result.output
-    assert "0211***5678" in result.output and "02112345678" not in result.output
+    assert "0211*****78" in result.output and "02112345678" not in result.output
 
 
 def test_dry_run_renders_and_validates_but_sends_nothing(run_dag, sandbox):
@@ -113,8 +113,8 @@ def test_dry_run_renders_and_validates_but_sends_nothing(run_dag, sandbox):
     assert receipt["counts"]["duplicate"] == 1
     assert receipt["counts"]["sent"] == 0
     assert receipt["messages"] == ""
-    assert "Dry run sample: 0912***4567 <- 'Hello 09121234567'" not in result.output
-    assert "Dry run sample: 0912***4567" in result.output
+    assert "Dry run sample: 0912*****67 <- 'Hello 09121234567'" not in result.output
+    assert "Dry run sample: 0912*****67" in result.output
     assert "Nothing was sent" in result.output
 
 
@@ -163,7 +163,7 @@ def test_partial_delivery_fails_below_the_ratio_and_passes_above(run_dag, sandbo
     assert result.state("lenient") == "success"
     assert result.state("soft") == "skipped"
     assert "Delivery below target: 50.0% delivered, min_delivered_ratio is 100.0%" in result.output
-    assert "0912***0001 (failed)" in result.output and "0912***0002 (blacklisted)" in result.output
+    assert "0912*****01 (failed)" in result.output and "0912*****02 (blacklisted)" in result.output
     report = result.xcom("lenient")
     assert report["counts"]["delivered"] == 2
     assert report["counts"]["failed"] == 1

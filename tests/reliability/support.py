@@ -23,7 +23,7 @@ STATE_VALUE_LIMIT = 65535
 
 def phone(index: int) -> str:
     """
-    A valid mobile number, distinct per ``index`` below 9,000 even when masked (``0912***1234``).
+    A valid mobile number, distinct per ``index`` below 9,000 (masked, only its last two digits show).
 
     The last four digits are ``1000 + index``: the sandbox delivers those, unlike ``0001``-``0009``.
     """

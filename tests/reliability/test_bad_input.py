@@ -92,16 +92,16 @@ INVALID_NUMBERS = [
     ("", "<empty>", "the phone number is empty"),
     ("  - ", "<empty>", "the phone number is empty"),
     (True, "True", "a boolean is not a phone number"),
-    (9121234567.5, "9121***67.5", "a number with a fraction is not a phone number"),
-    ("02112345678", "0211***5678", "is a landline"),
-    ("0098 21 1234 5678", "0098***5678", "is a landline"),
-    ("+14155552671", "+141***2671", "is a foreign number (country code +1)"),
-    ("+44 7911 123456", "+447***3456", "is a foreign number (country code +44)"),
-    ("0912123", "09***23", "is not a valid Iranian mobile number"),
-    ("091212345678", "0912***5678", "is not a valid Iranian mobile number"),
-    ("0912123456789012", "0912***9012", "is not a"),
-    ("0912abc4567", "0912***4567", "contains characters that are not digits"),
-    ([9121234567], "[912***567]", "expected a string or a number, got list"),
+    (9121234567.5, "9121******.5", "a number with a fraction is not a phone number"),
+    ("02112345678", "0211*****78", "is a landline"),
+    ("0098 21 1234 5678", "0098********78", "is a landline"),
+    ("+14155552671", "+141******71", "is a foreign number (country code +1)"),
+    ("+44 7911 123456", "+447*******56", "is a foreign number (country code +44)"),
+    ("0912123", "0*****3", "is not a valid Iranian mobile number"),
+    ("091212345678", "0912******78", "is not a valid Iranian mobile number"),
+    ("0912123456789012", "0912**********12", "is not a"),
+    ("0912abc4567", "0912*****67", "contains characters that are not digits"),
+    ([9121234567], "[912******7]", "expected a string or a number, got list"),
 ]
 
 
@@ -119,7 +119,7 @@ def test_an_invalid_number_is_skipped_and_reported_masked(value, masked, reason)
 def test_on_invalid_fail_raises_at_the_first_invalid_row_naming_it():
     made = builder(fail_on_invalid=True)
     rows = [{"phone": phone(1), "name": "a"}, {"phone": "02112345678", "name": "b"}]
-    with pytest.raises(SmsInputError, match=r"Row 2: field 'phone' 0211\*\*\*5678 is a landline.*nothing was sent"):
+    with pytest.raises(SmsInputError, match=r"Row 2: field 'phone' 0211\*\*\*\*\*78 is a landline.*nothing was sent"):
         list(made.build(rows))
 
 
@@ -412,8 +412,8 @@ def test_on_invalid_skip_sends_the_rest_and_reports_the_invalid_masked(connect):
     receipt = make_operator(recipients=rows).execute(task_context(MemoryTaskState()))
     assert receipt["counts"] | {"requested": 1000, "sent": 998, "invalid": 2} == receipt["counts"]
     assert receipt["problems"] == [
-        "Row 500: field 'phone' 0211***5678 is a landline; SMS needs a mobile number (09xx...).",
-        "Row 501: field 'phone' +141***2671 is a foreign number (country code +1); "
+        "Row 500: field 'phone' 0211*****78 is a landline; SMS needs a mobile number (09xx...).",
+        "Row 501: field 'phone' +141******71 is a foreign number (country code +1); "
         "only Iranian mobile numbers (+98 9xx) can be texted.",
     ]
     assert "09121234567" in sent_counts(sandbox)
@@ -510,9 +510,9 @@ def test_bad_input_on_a_real_airflow(run_dag, sandbox, tmp_path):
         "Nothing to send: 0 rows, 0 invalid, 0 duplicate. Skipping (on_empty='skip').",
         "Nothing to send: 0 rows, 0 invalid, 0 duplicate. Succeeding (on_empty='succeed').",
         "SmsInputError: Nothing to send: 0 rows, 0 invalid, 0 duplicate. on_empty='fail'.",
-        "SmsInputError: Row 500: field 'phone' 0211***5678 is a landline; SMS needs a mobile number (09xx...). "
+        "SmsInputError: Row 500: field 'phone' 0211*****78 is a landline; SMS needs a mobile number (09xx...). "
         "on_invalid='fail', so nothing was sent.",
-        "Row 2: field 'phone' 0211***5678 is a landline",
+        "Row 2: field 'phone' 0211*****78 is a landline",
         "Row 3: field 'phone' <none> the phone number is missing (None).",
         "Row 4: has no field 'phone' (its fields: mobile, name, code); set phone_field to the right one.",
     ):

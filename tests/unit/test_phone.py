@@ -90,17 +90,20 @@ def test_invalid_phone_number_is_a_value_error():
 @pytest.mark.parametrize(
     ("value", "masked"),
     [
-        ("09121234567", "0912***4567"),
-        ("+989121234567", "+989***4567"),
-        ("00989121234567", "0098***4567"),
-        ("123456789", "1234***6789"),
-        ("12345678", "12***78"),
-        ("12345", "12***45"),
+        ("09121234567", "0912*****67"),
+        ("+989121234567", "+989*******67"),
+        ("00989121234567", "0098********67"),
+        ("9121234567", "91******67"),
+        ("123456789", "12*****89"),
+        ("12345678", "1******8"),
+        ("1234567", "1*****7"),
+        ("123456", "***"),
+        ("12345", "***"),
         ("1234", "***"),
         ("", "<empty>"),
         ("   ", "<empty>"),
         (None, "<none>"),
-        (9121234567, "9121***4567"),
+        (9121234567, "91******67"),
     ],
 )
 def test_mask_phone(value, masked):
@@ -108,13 +111,18 @@ def test_mask_phone(value, masked):
 
 
 @pytest.mark.parametrize("length", range(1, 25))
-def test_masking_never_reveals_more_than_the_first_and_last_four(length):
+def test_masking_always_hides_at_least_five_characters(length):
+    """A mask that shows 8 of 11 digits leaves 1,000 candidates; at least 5 hidden leaves 100,000."""
     digits = "".join(str(i % 10) for i in range(length))
     masked = mask_phone(digits)
-    shown = masked.replace("***", "")
-    assert len(shown) <= min(8, length - 1)
-    if len(shown) == 8:
-        assert masked == f"{digits[:4]}***{digits[-4:]}"
+    hidden = masked.count("*")
+    shown = len(masked) - hidden
+    assert hidden >= 5 or masked == "***"
+    assert shown <= max(0, length - 5)
+    if masked != "***":
+        assert len(masked) == length
+        assert digits.startswith(masked[: masked.index("*")])
+        assert digits.endswith(masked[masked.rindex("*") + 1 :])
 
 
 def test_to_ascii_digits():
@@ -135,7 +143,7 @@ def test_each_hook_puts_numbers_in_its_own_wire_format(value, bitel, ippanel):
 
 
 def test_hooks_refuse_invalid_numbers_with_the_masked_value():
-    with pytest.raises(InvalidPhoneNumber, match=r"^0211\*\*\*5678: is a landline"):
+    with pytest.raises(InvalidPhoneNumber, match=r"^0211\*\*\*\*\*78: is a landline"):
         BitelHook("unused").normalize_number("02112345678")
 
 
