@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-
 class P2PSmsNotifier(BaseNotifier):
     """
     Send one SMS, rendered from the Airflow context, to one or more numbers.
@@ -62,9 +61,9 @@ class P2PSmsNotifier(BaseNotifier):
         from airflow_provider_p2psms.models import OutgoingSms
         from airflow_provider_p2psms.utils.phone import mask_phone
 
-        numbers = [self.phone_numbers] if isinstance(self.phone_numbers, str) else list(self.phone_numbers)
         text = self._fitted(str(self.message).strip())
         try:
+            numbers = self._numbers()
             hook = get_sms_hook(self.sms_conn_id)
             recipients: dict[str, None] = {}
             for number in numbers:
@@ -89,6 +88,15 @@ class P2PSmsNotifier(BaseNotifier):
             if self.raise_on_error:
                 raise
             self.log.error("SMS notification failed (connection '%s'): %s", self.sms_conn_id, error)
+
+    def _numbers(self) -> list[Any]:
+        """The numbers to text: a list, one number, or a list rendered to a string by a template."""
+        value = self.phone_numbers
+        if isinstance(value, str) and value.strip().startswith(("[", "(")):
+            from airflow_provider_p2psms.campaign.recipients import parse_rendered
+
+            value = parse_rendered(value, "phone_numbers")
+        return [value] if isinstance(value, str | int) else list(value)
 
     def _fitted(self, text: str) -> str:
         """``text``, cut to :attr:`max_parts` SMS parts with a closing ``…`` if it is longer."""
