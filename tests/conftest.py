@@ -38,6 +38,7 @@ for _name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
 
 from airflow_provider_p2psms.sandbox import SandboxServer  # noqa: E402
 from tests.helpers import connection_env  # noqa: E402
+from tests.postgres import PostgresServer, running_postgres  # noqa: E402
 
 AIRFLOW_HOME = _HOME
 
@@ -68,6 +69,14 @@ def sms_connections(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> 
     for name, value in connection_env(sandbox).items():
         monkeypatch.setenv(name, value)
     return sandbox
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for the session (``tests/postgres.py``); skipped locally, and
+    failed in CI, when its binaries are missing."""
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
