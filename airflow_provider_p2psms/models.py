@@ -90,21 +90,28 @@ class SmsReceipt:
 class BatchResult:
     """What came of one batch of a bulk send (``P2PSmsHook.send_messages``).
 
+    One of three outcomes: accepted (``receipts``, one per message), uncertain (``uncertain`` says why),
+    or rejected (``rejected`` says why). A batch the gateway refused for some of its recipients comes
+    back as several results: its accepted parts and its rejected messages.
+
     :param keys: the messages' keys (:func:`message_key`), in batch order.
-    :param messages: the batch, in the order sent.
-    :param receipts: one per message when the gateway accepted the batch; empty when it is uncertain.
-    :param uncertain: why the gateway may or may not have the batch (a timeout, a dropped connection,
-        a 5xx); ``None`` when it was accepted.
+    :param messages: the batch (or the part of it this result is about), in the order sent.
+    :param receipts: one per message when the gateway accepted them; empty otherwise.
+    :param uncertain: why the gateway may or may not have the messages (a timeout, a dropped
+        connection, a 5xx); ``None`` when it answered.
+    :param rejected: the gateway's reason for refusing these messages (a number it does not take);
+        they were not sent. ``None`` unless refused.
     """
 
     keys: tuple[int, ...]
     messages: tuple[OutgoingSms, ...]
     receipts: tuple[SmsReceipt, ...] = ()
     uncertain: str | None = None
+    rejected: str | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.uncertain is None
+        return self.uncertain is None and self.rejected is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +140,9 @@ class ReceiptCounts(TypedDict):
     ``requested`` rows were read; ``sent`` messages were accepted by the gateway (in this try or an
     earlier one); ``resumed`` of those were accepted by an earlier try and not sent again;
     ``invalid`` rows were left out; ``duplicate`` rows repeated an earlier (number, text) pair;
-    ``uncertain`` messages may or may not have been accepted; ``dry_run`` messages were only
-    rendered and validated.
+    ``uncertain`` messages may or may not have been accepted; ``rejected`` messages were refused by
+    the gateway (a number it does not take) and not sent; ``dry_run`` messages were only rendered and
+    validated.
     """
 
     requested: int
@@ -143,6 +151,7 @@ class ReceiptCounts(TypedDict):
     invalid: int
     duplicate: int
     uncertain: int
+    rejected: int
     dry_run: int
 
 
@@ -154,7 +163,7 @@ class SendReceipt(TypedDict):
     of hundreds of thousands of messages small and cheap to store. Past :data:`PACK_THRESHOLD`
     characters the lines are zlib-compressed, as ``"zlib:" + base64``. Read it with
     :func:`receipt_messages`. ``problems`` holds at most a few hundred masked examples of invalid
-    rows and uncertain messages, for the log and the UI; the counts are exact.
+    rows, uncertain and rejected messages, for the log and the UI; the counts are exact.
     """
 
     version: int
@@ -227,17 +236,24 @@ class MessagesPacker:
 
 
 class DeliveryReport(TypedDict):
-    """What ``P2PSmsDeliverySensor`` returns through XCom.
+    """What ``P2PSmsDeliverySensor`` returns through XCom, however its wait ends.
 
-    ``counts`` maps every normalized status to its number of messages; ``messages`` holds one
-    ``[message_id, masked recipient, status]`` triple per message; ``delivered_ratio`` is
-    delivered / total (1.0 when nothing was sent).
+    ``ending`` says how the wait ended (``all_final``, ``unreachable``, ``gave_up``, ``timeout``,
+    ``nothing_attempted`` or ``error``). ``attempted`` = ``total`` (the receipt's messages, tracked) +
+    ``uncertain_at_send`` + ``rejected_at_send``; ``delivered_ratio`` is delivered / attempted (``None``
+    when nothing was attempted). ``counts`` maps every normalized status to its number of tracked
+    messages; ``messages`` holds one ``[message_id, masked recipient, status]`` triple per message.
     """
 
     provider: str
     sms_conn_id: str
+    ending: str
+    attempted: int
     total: int
     final: int
-    delivered_ratio: float
+    uncertain_at_send: int
+    rejected_at_send: int
+    delivered_ratio: float | None
+    min_delivered_ratio: float
     counts: dict[str, int]
     messages: list[list[str]]

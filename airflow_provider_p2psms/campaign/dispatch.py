@@ -1,40 +1,39 @@
-"""Send keyed messages in concurrent batches, noting each batch in the ledger before and after the wire.
+"""Send keyed messages in concurrent batches, writing each batch to the ledger just before and after the wire.
 
 The order of events for every batch is what makes retries safe:
 
-1. its message keys are written to the ledger as *in flight* (a window of batches per write);
+1. its message keys are written to the ledger as *in flight*, in a write that first carries what was
+   answered since the last one;
 2. the batch is sent;
-3. accepted receipts are written to the ledger (with the next window's marks, or at the latest about
-   a second later), and refused batches, and marked batches a stopped try never sent, are released,
-   so a retry sends those again.
+3. accepted receipts are written (with the next marks, or at the latest about a second later); batches
+   the gateway provably did not process, messages it refused, and marked batches a stopped try never
+   sent are *released*, so a retry sends them; batches whose fate is unknown stay marked. What each
+   answer means is the one table in :mod:`~airflow_provider_p2psms.hooks.transport`.
 
-A batch whose answer never came stays in flight: a retry treats it as uncertain. If the worker
-itself dies, batches accepted since the last flush are uncertain too, never resent by default.
+Batches are marked just ahead of the wire, never more than ``2 * max_concurrency * batch_size``
+messages open at once, so a worker killed at any instant leaves at most that many uncertain: the
+argument is in :mod:`~airflow_provider_p2psms.campaign.marking`, whose feeder and ledger thread build
+and mark the batches. A batch refused for some of its recipients is taken apart
+(:mod:`~airflow_provider_p2psms.campaign.isolation`), unless ``on_rejected="fail"``.
 
-Three kinds of threads keep the gateway busy: a feeder reads messages, builds the next group of
-batches and has it marked while the current group is on the wire; the senders (``max_concurrency``
-of them) make the requests; one ledger thread makes every checkpoint write, in order, so that a slow
-store (the task state store answers in about 20 ms) never holds up a request. The caller's thread
-runs the generator: it hands batches to the senders and yields each batch's result as it comes.
+Here, the caller's thread runs the generator: it hands marked batches to the senders
+(``max_concurrency`` threads making the requests), learns each answer through one event queue, and
+yields what came of each batch as it comes.
 """
 
 from __future__ import annotations
 
 import queue
-import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_p2psms.campaign.ledger import CHUNK_SIZE, NullLedger
-from airflow_provider_p2psms.exceptions import (
-    SmsAuthenticationError,
-    SmsConfigurationError,
-    SmsGatewayUnavailable,
-    SmsRequestRejected,
-    SmsUncertainSendError,
-)
+from airflow_provider_p2psms.campaign.isolation import reject_reason, split_refused
+from airflow_provider_p2psms.campaign.ledger import NullLedger
+from airflow_provider_p2psms.campaign.marking import Marking
+from airflow_provider_p2psms.exceptions import SmsRecipientsRefused, SmsUncertainSendError
+from airflow_provider_p2psms.hooks.transport import verdict_for_error
 from airflow_provider_p2psms.models import BatchResult
 from airflow_provider_p2psms.utils.phone import mask_phone
 
@@ -43,20 +42,11 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from airflow_provider_p2psms.campaign.ledger import SendLedger
+    from airflow_provider_p2psms.campaign.marking import Batch
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import OutgoingSms, SmsReceipt
 
-Batch = list[tuple[int, "OutgoingSms"]]
-
-#: Errors that prove the gateway did not take the batch: a retry may send it again.
-_REFUSED = (SmsAuthenticationError, SmsConfigurationError, SmsGatewayUnavailable, SmsRequestRejected)
-
-FLUSH_SECONDS = 1.0
 PROGRESS_SECONDS = 5.0
-
-#: Groups the feeder may prepare ahead of the senders.
-_GROUPS_AHEAD = 2
-_END = object()
 
 
 def send_keyed(
@@ -67,210 +57,211 @@ def send_keyed(
     send_time: datetime | None,
     ledger: SendLedger | None,
     log: Any,
+    on_rejected: str = "isolate",
 ) -> Iterator[BatchResult]:
     """
     Send ``(key, message)`` pairs in batches of the hook's batch size, ``max_concurrency`` at a time.
 
-    Yields one result per batch as its answer comes; after the last, raises the first error that
-    stopped sending (a refused token or request, an unavailable gateway, a failing source), once
-    every batch in flight is answered and written to the ledger.
+    Yields one result per batch (or part of a refused batch) as its answer comes; after the last, raises
+    the first error that stopped sending (a refused token or sender line, an unavailable gateway, a
+    failing source, a checkpoint that could not be written), once every batch in flight is answered and
+    written to the ledger. ``on_rejected`` is ``"isolate"`` or ``"fail"`` (see ``P2PSmsHook.send_messages``).
     """
-    return _Dispatch(hook, ledger or NullLedger(), max_concurrency, send_time, log).run(messages)
+    if on_rejected not in ("isolate", "fail"):
+        raise ValueError(f"on_rejected must be 'isolate' or 'fail', not {on_rejected!r}")
+    return _Dispatch(hook, ledger or NullLedger(), max_concurrency, send_time, log, on_rejected).run(messages)
 
 
 class _Dispatch:
     def __init__(
-        self, hook: P2PSmsHook, ledger: SendLedger, max_concurrency: int, send_time: datetime | None, log: Any
+        self,
+        hook: P2PSmsHook,
+        ledger: SendLedger,
+        max_concurrency: int,
+        send_time: datetime | None,
+        log: Any,
+        on_rejected: str,
     ) -> None:
         self.hook = hook
         self.ledger = ledger
         self.max_concurrency = max_concurrency
         self.send_time = send_time
         self.log = log
-        self.accepted = 0
-        self.uncertain = 0
+        self.isolate = on_rejected == "isolate"
+        self.accepted = self.uncertain = self.rejected = 0
         self._fatal: BaseException | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2psms-ledger")
-        self._writes: list[Future[None]] = []
-        self._last_flush = self._last_progress = self._started = time.monotonic()
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._marking = Marking(ledger, hook.batch_size, max_concurrency, self._events)
+        self._ready: deque[Batch] = deque()  # marked, not handed to a sender yet
+        self._in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
+        self._last_progress = self._started = time.monotonic()
 
     def run(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[BatchResult]:
-        window = max(2 * self.max_concurrency, 4)
-        in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
-        feed: queue.Queue[Any] = queue.Queue(maxsize=_GROUPS_AHEAD)
-        stop = threading.Event()
-        # Keys marked in flight whose batch was not handed to the gateway yet. Whatever stops this
-        # loop (a fatal answer, a timeout or SIGTERM raised in this thread, the caller closing the
-        # stream), they provably did not go out, so they are released: left marked, a retry would
-        # take them for uncertain.
-        group_left: list[int] = []
-        group_marked: Future[None] | None = None
-        feeder = threading.Thread(
-            target=self._feed, args=(messages, window, feed, stop), name="p2psms-prepare", daemon=True
-        )
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="p2psms-send")
-        feeder.start()
+        self._marking.start(messages)
+        ended = False
+        source_error: BaseException | None = None
         try:
-            # One session for every sending thread, opened here while the feeder reads rows and has the
-            # first group marked. Left to the first sends, they wait on each other for it (Python 3.11's
-            # cached_property locks), or each opens its own (3.12+ does not lock).
+            # One session for every sending thread, opened while the first batches are built and marked.
+            # Left to the first sends, they wait on each other for it (Python 3.11's cached_property
+            # locks), or each opens its own (3.12+ does not lock).
             self.hook.get_conn()
-            while self._fatal is None:
-                item = feed.get()
-                if item is _END:
+            while True:
+                self._hand_out(pool)
+                if self._fatal is not None:
+                    self._marking.halt()
+                if not self._in_flight and (self._fatal is not None or (ended and not self._ready)):
                     break
-                if isinstance(item, BaseException):
-                    self._fatal = item
-                    break
-                group, group_marked = item
-                group_left = [key for batch in group for key, _ in batch]
-                group_marked.result()  # the marks are durable before any of these messages leaves
-                for batch in group:
-                    while len(in_flight) >= self.max_concurrency:
-                        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                        yield from self._collect(done, in_flight)
-                    if self._fatal is not None:
-                        break
-                    future = pool.submit(self.hook.send_batch, [m for _, m in batch], send_time=self.send_time)
-                    in_flight[future] = batch
-                    del group_left[: len(batch)]
-                    self._tick()
-            self._stop_feeding(stop, feed, feeder, group_left, group_marked)
-            group_left = []
-            while in_flight:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                yield from self._collect(done, in_flight)
+                kind, payload = self._events.get()
+                if kind == "marked":
+                    self._ready.extend(payload)
+                elif kind == "done":
+                    yield from self._collect([payload])
+                elif kind == "end":
+                    ended, source_error = True, payload
+                else:  # a checkpoint could not be written: nothing more may leave
+                    self._fatal = self._fatal or payload
         finally:
-            self._stop_feeding(stop, feed, feeder, group_left, group_marked)
-            while in_flight:
-                # Stopped from outside: nobody reads results any more, but the ledger still learns them.
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for _ in self._collect(done, in_flight):
-                    pass
-            pool.shutdown(wait=True)
-            self._flush()
-            self._writer.shutdown(wait=True)
-        for write in self._writes:
-            write.result()  # a checkpoint that could not be written must not pass unnoticed
-        if self._fatal is not None:
+            write_error = self._shut_down(pool)
+        fatal = self._fatal or write_error or source_error
+        if fatal is not None:
             self.log.error(
                 "Stopped after %d messages were accepted; nothing after the failure was sent. "
                 "A retry of this task resumes where this try stopped.",
                 self.accepted,
             )
-            raise self._fatal
+            raise fatal
 
-    def _feed(
-        self, messages: Iterator[tuple[int, OutgoingSms]], window: int, feed: queue.Queue[Any], stop: threading.Event
-    ) -> None:
-        """Build groups of batches and have them marked in flight, ahead of the senders (feeder thread)."""
-        try:
-            batches = _batched(messages, self.hook.batch_size)
-            while not stop.is_set() and (group := list(islice(batches, window))):
-                keys = [key for batch in group for key, _ in batch]
-                marked = self._writer.submit(self.ledger.mark_in_flight, keys)
-                if not _put(feed, (group, marked), stop):
-                    # Marked, but the senders stopped before taking it: it never goes out.
-                    _release_once_marked(self.ledger, keys, marked)
-                    return
-        except BaseException as error:
-            _put(feed, error, stop)
-            return
-        _put(feed, _END, stop)
+    def _hand_out(self, pool: ThreadPoolExecutor) -> None:
+        while self._ready and len(self._in_flight) < self.max_concurrency and self._fatal is None:
+            batch = self._ready.popleft()
+            if batch.ready_ahead:
+                self._marking.taken()
+            options: dict[str, Any] = {"send_time": self.send_time}
+            if batch.after_uncertain:
+                # Only when set, so that a gateway hook written before the flag existed still works.
+                options["after_uncertain"] = True
+            future = pool.submit(self.hook.send_batch, batch.messages, **options)
+            self._in_flight[future] = batch
+            future.add_done_callback(lambda done: self._events.put(("done", done)))
 
-    def _stop_feeding(
-        self,
-        stop: threading.Event,
-        feed: queue.Queue[Any],
-        feeder: threading.Thread,
-        group_left: list[int],
-        group_marked: Future[None] | None,
-    ) -> None:
-        """Stop the feeder and release every marked key that was not handed to the gateway."""
-        stop.set()
-        if group_marked is not None and group_left:
-            # A timeout may have come while the marks were being written: release after them.
-            _release_once_marked(self.ledger, group_left, group_marked)
-        while feeder.is_alive() or not feed.empty():
-            try:
-                item = feed.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if isinstance(item, tuple):
-                group, marked = item
-                _release_once_marked(self.ledger, [key for batch in group for key, _ in batch], marked)
-        feeder.join()
-
-    def _collect(self, done: Iterable[Future[list[SmsReceipt]]], in_flight: dict[Any, Batch]) -> Iterator[BatchResult]:
+    def _collect(self, done: Iterable[Future[list[SmsReceipt]]]) -> Iterator[BatchResult]:
         for future in done:
-            batch = in_flight.pop(future)
-            keys = tuple(key for key, _ in batch)
-            messages = tuple(message for _, message in batch)
+            batch = self._in_flight.pop(future, None)
+            if batch is None:
+                continue  # collected already, while shutting down
             try:
                 receipts = future.result()
-            except SmsUncertainSendError as error:
-                self.uncertain += len(batch)
-                sample = ", ".join(mask_phone(m.recipient) for m in messages[:3])
-                self.log.warning("%s Recipients include %s.", error, sample)
-                yield BatchResult(keys, messages, uncertain=error.reason)
-            except _REFUSED as error:
-                self.ledger.stage(released=keys)
-                self._fatal = self._fatal or error
-            except Exception as error:
-                # An unexpected failure may have happened after the request left: treat it as uncertain.
-                self.uncertain += len(batch)
-                self._fatal = self._fatal or error
-                yield BatchResult(keys, messages, uncertain=f"{type(error).__name__}: {error}")
+            except BaseException as error:
+                yield from self._answered_with(batch, error)
             else:
-                self.ledger.stage({key: [r.message_id, r.recipient] for key, r in zip(keys, receipts, strict=True)})
+                self.ledger.stage(
+                    {key: [r.message_id, r.recipient] for key, r in zip(batch.keys, receipts, strict=True)}
+                )
+                self._marking.answered()
                 self.accepted += len(receipts)
-                yield BatchResult(keys, messages, tuple(receipts))
+                yield BatchResult(tuple(batch.keys), tuple(batch.messages), tuple(receipts))
         self._tick()
+
+    def _answered_with(self, batch: Batch, error: BaseException) -> Iterator[BatchResult]:
+        verdict = verdict_for_error(error, after_uncertain=batch.after_uncertain)
+        if verdict == "uncertain":
+            self.uncertain += len(batch)
+            self._marking.settle(len(batch))
+            if isinstance(error, SmsUncertainSendError):
+                reason = error.reason
+                sample = ", ".join(mask_phone(m.recipient) for m in batch.messages[:3])
+                self.log.warning("%s Recipients include %s.", error, sample)
+            else:
+                # An unexpected failure may have happened after the request left: uncertain, and stop.
+                reason = f"{type(error).__name__}: {error}"
+                self._fatal = self._fatal or error
+            yield BatchResult(tuple(batch.keys), tuple(batch.messages), uncertain=reason)
+        elif verdict == "refused" and self.isolate and self._fatal is None and isinstance(error, SmsRecipientsRefused):
+            yield from self._isolate(batch, error)
+        else:
+            # Refused (and on_rejected="fail"), or not processed at all: nothing of it went out.
+            self._release([batch])
+            self._fatal = self._fatal or error
+
+    def _isolate(self, batch: Batch, error: SmsRecipientsRefused) -> Iterator[BatchResult]:
+        """Take a refused batch apart: reject what the gateway refuses, send the rest again ahead of the others."""
+        refused, parts, isolation = split_refused(batch, error)
+        self._ready.extendleft(reversed(parts))
+        if refused is None:
+            return
+        # Refused messages are released, even after an uncertain attempt: the gateway does not take the number.
+        self.ledger.stage(released=refused.keys)
+        self._marking.answered()
+        self.rejected += len(refused)
+        reason = reject_reason(error)
+        self.log.warning(
+            "%s refused messages of a batch (%s); left out, %d of them: %s.",
+            self.hook.provider_name,
+            reason,
+            len(refused),
+            ", ".join(mask_phone(m.recipient) for m in refused.messages[:3]),
+        )
+        if isolation is not None and isolation.refuse(len(refused)):
+            self.log.error(
+                "%s refused each of the %d messages of a batch, one by one: the refusal is about the request, "
+                "not its recipients. Stopping.",
+                self.hook.provider_name,
+                isolation.size,
+            )
+            self._fatal = self._fatal or isolation.error
+        yield BatchResult(tuple(refused.keys), tuple(refused.messages), rejected=reason)
+
+    def _release(self, batches: Iterable[Batch]) -> None:
+        """Note marked batches that provably did not go out; one resent after an uncertain attempt stays uncertain."""
+        for batch in batches:
+            if batch.after_uncertain:
+                self._marking.settle(len(batch))
+            else:
+                self.ledger.stage(released=batch.keys)
+        self._marking.answered()
+
+    def _shut_down(self, pool: ThreadPoolExecutor) -> BaseException | None:
+        """
+        Stop marking, release marked batches that never left, answer the ones on the wire, write what is
+        left. Whatever stops the loop (a fatal answer, a timeout or SIGTERM raised in this thread, the
+        caller closing the stream) ends here. Returns a write's error, if any.
+        """
+        self._marking.stop()
+        write_error: BaseException | None = None
+        while True:
+            try:
+                kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "marked":
+                self._ready.extend(payload)
+            elif kind == "error":
+                write_error = write_error or payload
+        self.isolate = False  # a refused batch is released now; a retry takes it apart
+        while self._in_flight:
+            # Nobody reads results any more, but the ledger still learns them.
+            done, _ = wait(self._in_flight, return_when=FIRST_COMPLETED)
+            for _ in self._collect(done):
+                pass
+        pool.shutdown(wait=True)
+        self._release(self._ready)
+        self._ready.clear()
+        try:
+            self.ledger.flush()
+        except BaseException as error:
+            write_error = write_error or error
+        return write_error
 
     def _tick(self) -> None:
         now = time.monotonic()
-        pending = self._writes and not self._writes[-1].done()
-        if not pending and (self.ledger.staged >= CHUNK_SIZE or now - self._last_flush >= FLUSH_SECONDS):
-            # At most one flush waits at a time: it writes whatever is staged when its turn comes.
-            self._flush()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
             rate = self.accepted / max(now - self._started, 1e-9)
             self.log.info(
-                "Progress: %d messages accepted, %d uncertain (%.0f messages/s).",
+                "Progress: %d messages accepted, %d uncertain, %d rejected (%.0f messages/s).",
                 self.accepted,
                 self.uncertain,
+                self.rejected,
                 rate,
             )
-
-    def _flush(self) -> None:
-        """Have the ledger thread write what was accepted or released and is not written yet."""
-        self._writes.append(self._writer.submit(self.ledger.flush))
-        self._last_flush = time.monotonic()
-
-
-def _release_once_marked(ledger: SendLedger, keys: list[int], marked: Future[None]) -> None:
-    """
-    Release keys of a group that never went out, once its marks are written.
-
-    A release staged earlier could be written by a flush that runs before the marks' own, and replaying
-    the log would then find the marks last: the messages would read as uncertain, and never be sent.
-    """
-    wait([marked])
-    ledger.stage(released=keys)
-
-
-def _put(feed: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    """Queue ``item`` unless the senders stop first; return whether it was queued."""
-    while not stop.is_set():
-        try:
-            feed.put(item, timeout=0.05)
-        except queue.Full:
-            continue
-        return True
-    return False
-
-
-def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while chunk := list(islice(items, size)):
-        yield chunk

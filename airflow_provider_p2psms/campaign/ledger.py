@@ -18,7 +18,8 @@ not have them).
 Each task state store write costs the same whatever its size (about 20 ms under ``airflow dags
 test``), so an entry packs as much as fits in :data:`CHUNK_BYTES`, below the store's default limit
 of 64 KB a value (``[state_store] max_value_storage_bytes``): keys as base64 of 8 bytes, receipts
-zlib-compressed. Receipts accepted meanwhile ride along with the next marks.
+zlib-compressed. Receipts accepted meanwhile ride along with the next marks, ahead of them: a log cut
+short anywhere never holds more messages in flight than the complete one.
 
 Where the ledger lives is :mod:`~airflow_provider_p2psms.campaign.stores`' business. A message's key
 is :func:`~airflow_provider_p2psms.models.message_key`.
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 #: The most JSON one checkpoint value holds, measured as Airflow measures it (``json.dumps``):
 #: below the task state store's default ``max_value_storage_bytes`` of 65,535, with room to spare.
 CHUNK_BYTES = 48_000
-
-#: Accepted messages worth a write of their own, when no marks are due to carry them sooner.
-CHUNK_SIZE = 1_000
 
 #: Marked and released keys in one entry (base64 takes about 10.7 characters a key).
 _KEYS_PER_ENTRY = 4_000
@@ -112,39 +110,59 @@ class SendLedger:
             self._lines.extend(lines)
             self._released.extend(released)
 
-    def flush(self, marks: Iterable[int] = (), *, everything: bool = True) -> None:
-        """
-        Durably write ``marks`` (messages about to be sent) and what is staged.
+    @property
+    def pending(self) -> int:
+        """Messages staged as accepted or released and not written yet."""
+        with self._lock:
+            return len(self._lines) + len(self._released)
 
-        :param everything: write all that is staged; if false, only what fits beside the marks, so
-            that marking costs one write (unless the marks alone need more), and leave the rest staged.
+    def flush(self, marks: Iterable[int] = ()) -> int:
+        """
+        Durably write what is staged, then ``marks`` (messages about to be sent); return how many staged
+        messages (accepted or released) were written.
+
+        The marks come last, in the entry that carries the last of what was staged (or after it, when
+        there are too many to fit): whatever stops the writes half-way, the log never holds more
+        messages in flight than it holds once every write is done. The sender relies on that for its
+        crash bound (:mod:`~airflow_provider_p2psms.campaign.dispatch`).
         """
         with self._lock:
             lines, self._lines = self._lines, []
             released, self._released = self._released, []
         keys = list(marks)
+        written = 0
         try:
             while keys or released or lines:
-                marked, keys = keys[:_KEYS_PER_ENTRY], keys[_KEYS_PER_ENTRY:]
-                freed = released[: _KEYS_PER_ENTRY - len(marked)]
-                head = f"{_pack_keys(marked)}:{_pack_keys(freed)}:"
-                receipts, count = _pack_lines(lines, CHUNK_BYTES - len(head))
-                if not (marked or freed or count):
-                    raise ValueError(f"A receipt line of {len(lines[0])} characters does not fit a checkpoint value.")
-                self._store.set(self._key(self._entries), head + receipts)
+                marked, freed, receipts, count = self._entry(keys, released, lines)
+                self._store.set(self._key(self._entries), f"{_pack_keys(marked)}:{_pack_keys(freed)}:{receipts}")
                 self._entries += 1
-                released, lines = released[len(freed) :], lines[count:]
-                if not everything and not keys:
-                    break
+                written += len(freed) + count
+                keys, released, lines = keys[len(marked) :], released[len(freed) :], lines[count:]
         finally:
             # Whatever was not written goes back, ahead of what was staged meanwhile.
             with self._lock:
                 self._lines[:0] = lines
                 self._released[:0] = released
+        return written
 
-    def mark_in_flight(self, keys: Iterable[int]) -> None:
-        """Durably note that these messages are about to be sent (with what is staged and fits). Call before sending."""
-        self.flush(keys, everything=False)
+    def _entry(self, keys: list[int], released: list[int], lines: list[str]) -> tuple[list[int], list[int], str, int]:
+        """The next entry: marks only beside the last of what is staged, else staged messages alone."""
+        for marked in (keys[:_KEYS_PER_ENTRY], []):
+            freed = released[: _KEYS_PER_ENTRY - len(marked)]
+            receipts, count = _pack_lines(lines, CHUNK_BYTES - len(_pack_keys(marked)) - len(_pack_keys(freed)) - 2)
+            if not marked or (len(freed), count) == (len(released), len(lines)):
+                break
+        if not (marked or freed or count):
+            raise ValueError(f"A receipt line of {len(lines[0])} characters does not fit a checkpoint value.")
+        return marked, freed, receipts, count
+
+    def mark_in_flight(self, keys: Iterable[int]) -> int:
+        """
+        Durably note that these messages are about to be sent, after what is staged. Call before sending.
+
+        :return: how many staged messages were written first (see :meth:`flush`).
+        """
+        return self.flush(keys)
 
     def clear(self) -> None:
         """
@@ -193,9 +211,11 @@ class NullLedger(SendLedger):
     def __init__(self) -> None:
         super().__init__(_NoStore())
 
-    def flush(self, marks: Iterable[int] = (), *, everything: bool = True) -> None:
+    def flush(self, marks: Iterable[int] = ()) -> int:
         with self._lock:
+            written = len(self._lines) + len(self._released)
             self._lines, self._released = [], []
+        return written
 
 
 class _NoStore:

@@ -15,7 +15,7 @@ from airflow_provider_p2psms.models import MessagesPacker, ReceiptCounts, SendRe
 if TYPE_CHECKING:
     from airflow_provider_p2psms.campaign.recipients import MessageBuilder
 
-#: Masked examples of problems (invalid rows, uncertain messages) kept for the log and the receipt.
+#: Masked examples of problems (invalid rows, uncertain and rejected messages) kept for the log and the receipt.
 MAX_PROBLEMS = 200
 
 #: The version of the receipt's format.
@@ -37,6 +37,7 @@ class ReceiptBuilder:
         self.accepted = 0
         self.resumed = 0
         self.uncertain: set[int] = set()
+        self.rejected: set[int] = set()
         self.problems: list[str] = []
 
     def accept(self, pairs: Sequence[Sequence[str]], *, resumed: bool = False) -> None:
@@ -49,6 +50,10 @@ class ReceiptBuilder:
     def add_uncertain(self, keys: Iterable[int]) -> None:
         """Count messages whose fate is unknown (by key, so that one counted twice is counted once)."""
         self.uncertain.update(keys)
+
+    def add_rejected(self, keys: Iterable[int]) -> None:
+        """Count messages the gateway refused (by key, as :meth:`add_uncertain`)."""
+        self.rejected.update(keys)
 
     def problem(self, text: str) -> None:
         """Note a masked problem line, while fewer than :data:`MAX_PROBLEMS` are kept."""
@@ -64,6 +69,7 @@ class ReceiptBuilder:
             invalid=rows.invalid,
             duplicate=rows.duplicate,
             uncertain=len(self.uncertain),
+            rejected=len(self.rejected),
             dry_run=dry_run,
         )
         return {

@@ -1,35 +1,59 @@
-"""Track the delivery of a send receipt's messages with as few status requests as possible.
+"""Track the delivery of a send receipt's messages with few status requests, and judge it against a target.
 
 A naive poller asks about every message on every poke. The tracker instead:
 
 * never asks again about a message whose state is final;
-* asks first about the oldest message still pending (the probe), and only when that one is final,
-  about everything still pending: messages sent later rarely finish sooner;
-* still polls everything pending every ``FULL_POLL_EVERY``-th time, so that one message stuck in a
-  non-final state cannot hide the progress of the others.
+* while nothing is known to have moved, asks about a few probes only: the oldest and the newest message
+  still pending, and one more that changes every poll, spread over the receipt (each with the pending
+  messages that share its message id, which the gateway answers for in the same request);
+* as soon as a probe is final, asks about everything still pending: messages accepted together
+  finish together, so a campaign costs about one request per message.
 
-Its state is a compact string (one letter per message), so the sensor can keep it between
-rescheduled pokes and the trigger can hand it back in a small event.
+Because the probes move, a message that never becomes final (a phone switched off for days) cannot
+hide the progress of the others: the next poll's newest or rotating probe sees it.
+
+Its state is a compact string (one letter per message, compressed when long), so the sensor can keep
+it between rescheduled pokes and the trigger can hand it back in a small event.
+
+:class:`DeliveryTarget` judges a tracker: the delivered ratio over every message the send attempted,
+and how the wait ends (see :data:`ENDINGS`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_p2psms.models import DeliveryReport, DeliveryStatus, SmsReceipt, receipt_messages
 from airflow_provider_p2psms.utils.phone import mask_phone
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Sequence
+    from collections.abc import Generator, Mapping, Sequence
 
     import httpx
 
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
 
-FULL_POLL_EVERY = 10
-
 #: Receipts per ``get_statuses`` call during a full poll, to bound the memory of one call.
 POLL_CHUNK = 2000
+
+#: A state longer than this many letters is kept compressed.
+PACK_STATE_ABOVE = 1024
+
+#: Every message is final.
+ALL_FINAL: Final = "all_final"
+#: ``fail_early``: even if every message not final yet were delivered, the target would be missed.
+UNREACHABLE: Final = "unreachable"
+#: ``give_up_after`` passed; messages not final count as not delivered.
+GAVE_UP: Final = "gave_up"
+#: The sensor's ``timeout`` passed (Airflow's own sensor timeout).
+TIMEOUT: Final = "timeout"
+#: The send attempted nothing (every row invalid): there is nothing to wait for.
+NOTHING_ATTEMPTED: Final = "nothing_attempted"
+#: Reading the states failed for good (a refused token, for example).
+ERROR: Final = "error"
+#: How a wait can end, as the delivery report's ``ending`` says.
+ENDINGS: Final = (ALL_FINAL, UNREACHABLE, GAVE_UP, TIMEOUT, NOTHING_ATTEMPTED, ERROR)
 
 _LETTER = {
     DeliveryStatus.PENDING: "p",
@@ -41,6 +65,29 @@ _LETTER = {
     DeliveryStatus.UNKNOWN: "u",
 }
 _STATUS = {letter: status for status, letter in _LETTER.items()}
+_PACKED_PREFIX = "zlib:"
+#: Spreads the rotating probe over the receipt: neighbours in a receipt were accepted together.
+_ROTATION_STRIDE = 0x9E3779B1
+
+
+def pack_state(state: str) -> str:
+    """A tracker state as kept between pokes: as is when short, else ``"zlib:" + base64``."""
+    if len(state) <= PACK_STATE_ABOVE:
+        return state
+    import base64
+    import zlib
+
+    return _PACKED_PREFIX + base64.b64encode(zlib.compress(state.encode(), 9)).decode()
+
+
+def unpack_state(state: str) -> str:
+    """One letter per message, from :func:`pack_state`'s output."""
+    if not state.startswith(_PACKED_PREFIX):
+        return state
+    import base64
+    import zlib
+
+    return zlib.decompress(base64.b64decode(state[len(_PACKED_PREFIX) :])).decode()
 
 
 class DeliveryTracker:
@@ -48,22 +95,24 @@ class DeliveryTracker:
     The delivery states of a receipt's messages, and the polling that updates them.
 
     :param messages: the send receipt's ``messages`` (packed, or ``[message_id, recipient]`` pairs).
-    :param state: a string from :meth:`state` of an earlier tracker of the same messages.
+    :param state: :meth:`state` of an earlier tracker of the same messages.
     :param polls: how many polls that earlier tracker had made.
     """
 
     def __init__(self, messages: str | list[list[str]], state: str | None = None, polls: int = 0) -> None:
         self.messages = receipt_messages(messages)
-        if state is not None and len(state) != len(self.messages):
-            raise ValueError(f"a tracker state of {len(state)} letters cannot describe {len(self.messages)} messages")
+        letters = unpack_state(state) if state else ""
+        if state is not None and len(letters) != len(self.messages):
+            raise ValueError(f"a tracker state of {len(letters)} letters cannot describe {len(self.messages)} messages")
         self.statuses = (
-            [_STATUS[letter] for letter in state] if state else [DeliveryStatus.PENDING] * len(self.messages)
+            [_STATUS[letter] for letter in letters] if letters else [DeliveryStatus.PENDING] * len(self.messages)
         )
         self.polls = polls
+        self._by_id: dict[str, list[int]] | None = None
 
     def state(self) -> str:
-        """One letter per message; give it back to the constructor to resume."""
-        return "".join(_LETTER[status] for status in self.statuses)
+        """One letter per message (compressed when long); give it back to the constructor to resume."""
+        return pack_state("".join(_LETTER[status] for status in self.statuses))
 
     @property
     def pending(self) -> list[int]:
@@ -73,9 +122,9 @@ class DeliveryTracker:
     def all_final(self) -> bool:
         return all(status.is_final for status in self.statuses)
 
-    def poll(self, hook: P2PSmsHook) -> None:
-        """Update the states of messages that are not final yet (in a worker)."""
-        steps = self._poll_steps()
+    def poll(self, hook: P2PSmsHook, *, everything: bool = False) -> None:
+        """Update the states of messages that are not final yet (in a worker); ``everything``: skip the probes."""
+        steps = self._poll_steps(everything)
         try:
             receipts = next(steps)
             while True:
@@ -83,9 +132,9 @@ class DeliveryTracker:
         except StopIteration:
             return
 
-    async def apoll(self, hook: P2PSmsHook, client: httpx.AsyncClient) -> None:
+    async def apoll(self, hook: P2PSmsHook, client: httpx.AsyncClient, *, everything: bool = False) -> None:
         """:meth:`poll` on an async client, for the triggerer: the same choice of what to ask about."""
-        steps = self._poll_steps()
+        steps = self._poll_steps(everything)
         try:
             receipts = next(steps)
             while True:
@@ -93,21 +142,32 @@ class DeliveryTracker:
         except StopIteration:
             return
 
-    def _poll_steps(self) -> Generator[list[SmsReceipt], Sequence[Any], None]:
+    def _poll_steps(self, everything: bool) -> Generator[list[SmsReceipt], Sequence[Any], None]:
         """Yield the receipts to look up next and take their states (sent back), until this poll is done."""
         pending = self.pending
         if not pending:
             return
         self.polls += 1
-        if self.polls % FULL_POLL_EVERY != 0:
-            probe = pending[0]
-            self._apply([probe], (yield [self._receipt(probe)]))
-            if not self.statuses[probe].is_final:
+        if not everything:
+            probes = self._probes(pending)
+            self._apply(probes, (yield [self._receipt(index) for index in probes]))
+            if not any(self.statuses[index].is_final for index in probes):
                 return
-            pending = pending[1:]
+            asked = set(probes)
+            pending = [index for index in self.pending if index not in asked]
         for start in range(0, len(pending), POLL_CHUNK):
             chunk = pending[start : start + POLL_CHUNK]
             self._apply(chunk, (yield [self._receipt(index) for index in chunk]))
+
+    def _probes(self, pending: list[int]) -> list[int]:
+        """The oldest, the newest and this poll's rotating pending message, with the pending sharing their ids."""
+        if self._by_id is None:
+            self._by_id = {}
+            for index, message in enumerate(self.messages):
+                self._by_id.setdefault(message[0], []).append(index)
+        picked = {pending[0], pending[-1], pending[(self.polls * _ROTATION_STRIDE) % len(pending)]}
+        shared = {other for index in picked for other in self._by_id[self.messages[index][0]]}
+        return sorted(index for index in shared if not self.statuses[index].is_final)
 
     def _receipt(self, index: int) -> SmsReceipt:
         message_id, recipient = self.messages[index][:2]
@@ -123,26 +183,9 @@ class DeliveryTracker:
             counts[status.value] += 1
         return counts
 
-    def delivered_ratio(self) -> float:
-        if not self.statuses:
-            return 1.0
-        delivered = sum(1 for status in self.statuses if status is DeliveryStatus.DELIVERED)
-        return delivered / len(self.statuses)
-
-    def report(self, provider: str, sms_conn_id: str) -> DeliveryReport:
-        """The delivery report: counts per status and the state of every message, numbers masked."""
-        return {
-            "provider": provider,
-            "sms_conn_id": sms_conn_id,
-            "total": len(self.statuses),
-            "final": sum(1 for status in self.statuses if status.is_final),
-            "delivered_ratio": round(self.delivered_ratio(), 6),
-            "counts": self.counts(),
-            "messages": [
-                [message[0], mask_phone(message[1]), status.value]
-                for message, status in zip(self.messages, self.statuses, strict=True)
-            ],
-        }
+    @property
+    def delivered(self) -> int:
+        return sum(1 for status in self.statuses if status is DeliveryStatus.DELIVERED)
 
     def summary(self) -> str:
         counts = ", ".join(f"{name} {count}" for name, count in self.counts().items() if count)
@@ -157,3 +200,83 @@ class DeliveryTracker:
                 if len(found) >= limit:
                     break
         return found
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """
+    What counts as delivered enough, over every message a send attempted.
+
+    The delivered ratio is delivered / attempted, where attempted = the receipt's messages (accepted)
+    + those uncertain at send + those rejected at send; invalid and duplicate rows are not attempted.
+    Nothing attempted passes (there is nothing to wait for); anything attempted and not confirmed
+    delivered counts against the target.
+
+    :param min_delivered_ratio: the delivered ratio, from 0 to 1, that counts as success.
+    :param uncertain: messages the gateway may or may not have accepted (never tracked).
+    :param rejected: messages the gateway or its operator refused at send (never delivered).
+    :param fail_early: end as soon as the target cannot be met any more.
+    """
+
+    min_delivered_ratio: float
+    uncertain: int = 0
+    rejected: int = 0
+    fail_early: bool = True
+
+    @classmethod
+    def of_receipt(cls, receipt: Mapping[str, Any], min_delivered_ratio: float, fail_early: bool) -> DeliveryTarget:
+        counts = receipt.get("counts") or {}
+        return cls(
+            min_delivered_ratio,
+            uncertain=int(counts.get("uncertain", 0) or 0),
+            rejected=int(counts.get("rejected", 0) or 0),
+            fail_early=fail_early,
+        )
+
+    def attempted(self, tracker: DeliveryTracker) -> int:
+        return len(tracker.statuses) + self.uncertain + self.rejected
+
+    def ratio(self, tracker: DeliveryTracker) -> float | None:
+        """Delivered / attempted; ``None`` when nothing was attempted."""
+        attempted = self.attempted(tracker)
+        return tracker.delivered / attempted if attempted else None
+
+    def best_ratio(self, tracker: DeliveryTracker) -> float:
+        """The ratio if every message not final yet were delivered."""
+        attempted = self.attempted(tracker)
+        return (tracker.delivered + len(tracker.pending)) / attempted if attempted else 1.0
+
+    def met(self, tracker: DeliveryTracker) -> bool:
+        ratio = self.ratio(tracker)
+        return ratio is None or ratio + 1e-9 >= self.min_delivered_ratio
+
+    def ending(self, tracker: DeliveryTracker, *, deadline_passed: bool = False) -> str | None:
+        """How the wait ends now (one of :data:`ENDINGS`), or ``None`` to keep waiting. Never an early success."""
+        if not self.attempted(tracker):
+            return NOTHING_ATTEMPTED
+        if tracker.all_final:
+            return ALL_FINAL
+        if self.fail_early and self.best_ratio(tracker) + 1e-9 < self.min_delivered_ratio:
+            return UNREACHABLE
+        return GAVE_UP if deadline_passed else None
+
+    def report(self, tracker: DeliveryTracker, provider: str, sms_conn_id: str, ending: str) -> DeliveryReport:
+        """The delivery report: how the wait ended, the ratio, counts per status and every message, masked."""
+        ratio = self.ratio(tracker)
+        return {
+            "provider": provider,
+            "sms_conn_id": sms_conn_id,
+            "ending": ending,
+            "attempted": self.attempted(tracker),
+            "total": len(tracker.statuses),
+            "final": sum(1 for status in tracker.statuses if status.is_final),
+            "uncertain_at_send": self.uncertain,
+            "rejected_at_send": self.rejected,
+            "delivered_ratio": None if ratio is None else round(ratio, 6),
+            "min_delivered_ratio": self.min_delivered_ratio,
+            "counts": tracker.counts(),
+            "messages": [
+                [message[0], mask_phone(message[1]), status.value]
+                for message, status in zip(tracker.messages, tracker.statuses, strict=True)
+            ],
+        }

@@ -179,14 +179,26 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
         """Bring the ``sender`` extra into the form the gateway expects."""
         return to_ascii_digits(sender)
 
-    def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
+    def send_batch(
+        self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None, after_uncertain: bool = False
+    ) -> list[SmsReceipt]:
         """
         Send one peer-to-peer batch: each message to its own recipient.
 
+        What each answer means, and which ones are retried, is the table in
+        :mod:`~airflow_provider_p2psms.hooks.transport`.
+
         :param messages: at most :attr:`batch_size` messages, recipients in wire format.
         :param send_time: schedule the batch (timezone-aware); only where :attr:`supports_send_time`.
+        :param after_uncertain: an earlier attempt at these messages left their fate unknown (a retry
+            resending what an earlier try left uncertain). A 429 or 503 then means "uncertain", not
+            "not processed": IPPanel answers 429 to a copy of a request it accepted in the last 40 s.
+            Default ``False``.
         :return: one receipt per message, in the order given.
         :raises SmsUncertainSendError: the gateway may or may not have accepted the batch.
+        :raises SmsRecipientsRefused: the gateway refused the batch for its recipients or texts and
+            accepted none of it (``refused`` names the recipients, when the gateway does).
+        :raises SmsRequestRejected: the gateway refused the request for another reason (the sender line).
         """
         raise NotImplementedError
 
@@ -197,24 +209,31 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
         max_concurrency: int = 4,
         send_time: datetime | None = None,
         ledger: SendLedger | None = None,
+        on_rejected: str = "isolate",
     ) -> Iterator[BatchResult]:
         """
         Send any number of messages in batches of :attr:`batch_size`, ``max_concurrency`` requests at a time.
 
         A stream, not a list: messages are read from ``messages`` as batches free up, and one
         :class:`~airflow_provider_p2psms.models.BatchResult` is yielded per batch as its answer
-        comes (accepted with its receipts, or uncertain), so a million messages take the memory of a
-        few batches. After the batches in flight are answered, an error that makes sending pointless
-        (a refused token, a refused request, a gateway that stays unavailable) is raised.
+        comes (accepted with its receipts, uncertain, or rejected), so a million messages take the
+        memory of a few batches. After the batches in flight are answered, an error that makes sending
+        pointless (a refused token or sender line, a gateway that stays unavailable) is raised.
 
         :param messages: ``(number, text)`` pairs, the number in any spelling (a number that is not an
             Iranian mobile raises ``InvalidPhoneNumber`` before its batch goes out), or ``OutgoingSms``
             whose recipient is already in wire format (see :meth:`normalize_number`).
-        :param max_concurrency: send requests in flight at once.
+        :param max_concurrency: send requests in flight at once; default 4.
         :param send_time: schedule every batch, where :attr:`supports_send_time`.
         :param ledger: a loaded :class:`~airflow_provider_p2psms.campaign.ledger.SendLedger`: each batch
-            is marked in it before it is sent and its receipts are written after, so that a later try
-            can tell what went out. Leaving out what an earlier try sent is the caller's job.
+            is marked in it just before it is sent and its receipts are written after, so that a later
+            try can tell what went out; a worker killed at any moment leaves at most
+            ``2 * max_concurrency * batch_size`` messages uncertain. Leaving out what an earlier try sent
+            is the caller's job; messages the ledger holds as uncertain that are passed again are resent
+            in batches of their own, as attempts after an uncertain one (``send_batch``'s ``after_uncertain``).
+        :param on_rejected: what a batch refused for its recipients or texts does: ``"isolate"`` (default)
+            splits it to find the messages the gateway refuses (by the recipients it names, else by
+            halving), yields those as rejected and sends every other one; ``"fail"`` raises the refusal.
         """
         from airflow_provider_p2psms.campaign.dispatch import send_keyed
 
@@ -228,7 +247,13 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
                 yield message_key(message.recipient, message.text), message
 
         return send_keyed(
-            self, keyed(), max_concurrency=max_concurrency, send_time=send_time, ledger=ledger, log=self.log
+            self,
+            keyed(),
+            max_concurrency=max_concurrency,
+            send_time=send_time,
+            ledger=ledger,
+            log=self.log,
+            on_rejected=on_rejected,
         )
 
     def send_rows(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_p2psms.exceptions import P2PSmsError, SmsRequestRejected, SmsUncertainSendError
+from airflow_provider_p2psms.exceptions import (
+    P2PSmsError,
+    SmsRecipientsRefused,
+    SmsRequestRejected,
+    SmsUncertainSendError,
+)
+from airflow_provider_p2psms.hooks import transport
 from airflow_provider_p2psms.hooks.base import P2PSmsHook
 from airflow_provider_p2psms.hooks.flows import StatusFlow, StatusLookup
 from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
@@ -39,6 +45,12 @@ _HINTS: dict[str, str] = {
     "rendered messages. If they are fine, this is a bug in the provider.",
 }
 
+#: Error codes by which Bitel refuses the recipients or texts of a send, not the account or its sender line.
+#: ``InvalidRequest`` also stands for more than 100 messages or lists of different lengths, which
+#: ``check_batch`` and the request's shape rule out. Bitel names no recipient in either: the sender
+#: splits a refused batch to find them.
+_REFUSED_CODES = frozenset({"InvalidRequest", "InvalidPhoneNumber"})
+
 #: A well-formed id no message has: a status look-up for it tells a good token (404) from a bad one (401).
 _PROBE_ID = "0" * 32
 
@@ -50,7 +62,9 @@ class BitelHook(P2PSmsHook):
     Wire format of numbers: ``09121234567``. Authentication: ``Authorization: Bearer <token>``. The
     ``sender`` extra is Bitel's ``gatewayNumber``; empty means the account's default gateway (which
     does not deliver to blacklisted numbers). At most 100 messages per request. Delivery states are
-    read one message per request, concurrently over the pooled session.
+    read one message per request, concurrently over the pooled session. ``InvalidRequest`` and
+    ``InvalidPhoneNumber`` answers to a send raise ``SmsRecipientsRefused`` (naming nobody: Bitel does not
+    say which number); ``InvalidGateway`` is about the sender line and fails the send.
 
     :param sms_conn_id: the Airflow connection of type ``bitel``; default ``bitel_default``.
     """
@@ -62,7 +76,9 @@ class BitelHook(P2PSmsHook):
     def format_national(self, national: str) -> str:
         return f"0{national}"
 
-    def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
+    def send_batch(
+        self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None, after_uncertain: bool = False
+    ) -> list[SmsReceipt]:
         self.check_batch(messages, send_time)
         body: dict[str, Any] = {
             "messages": [m.text for m in messages],
@@ -70,7 +86,15 @@ class BitelHook(P2PSmsHook):
         }
         if self.settings.sender:
             body["gatewayNumber"] = self.settings.sender
-        answer = self.request("POST", "/api/v2/sms/batch/p2p", kind="send", json=body, batch=messages)
+        call = ApiCall("POST", "/api/v2/sms/batch/p2p", json=body)
+        try:
+            answer = transport.request(self, call, kind="send", batch=messages, after_uncertain=after_uncertain)
+        except SmsRequestRejected as error:
+            if error.provider_code not in _REFUSED_CODES:
+                raise
+            raise SmsRecipientsRefused(
+                error.provider, error.http_status, error.provider_code, hint=error.hint, refused=None
+            ) from None
         results = answer.payload.get("result") if isinstance(answer.payload, dict) else None
         if not isinstance(results, list) or len(results) != len(messages):
             raise SmsUncertainSendError(

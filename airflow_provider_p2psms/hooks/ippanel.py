@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.exceptions import (
     InvalidPhoneNumber,
     P2PSmsError,
+    SmsRecipientsRefused,
     SmsRequestRejected,
     SmsUncertainSendError,
 )
+from airflow_provider_p2psms.hooks import transport
 from airflow_provider_p2psms.hooks.base import P2PSmsHook
 from airflow_provider_p2psms.hooks.flows import StatusFlow, StatusLookup
 from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
@@ -51,6 +54,13 @@ REPORT_PAGE_SIZE = 100
 
 _SEND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
+#: 422 fields of a send that concern the whole request, not its recipients: splitting it cannot help.
+_REQUEST_FIELDS = ("from_number", "send_time", "sending_type")
+#: How a 422 might name one recipient: ``params.<i>.recipients.<j>``, the path into the request body.
+#: The Edge documentation gives no example of a recipient's field error, so this shape is an
+#: assumption (the sandbox answers so); any other key makes the refusal one that names nobody.
+_RECIPIENT_FIELD = re.compile(r"params\.(\d+)\.recipients\.(\d+)")
+
 
 class IPPanelHook(P2PSmsHook):
     """
@@ -65,6 +75,10 @@ class IPPanelHook(P2PSmsHook):
     maximum here: it keeps a request with long Persian texts around 30 KB, it is what Bitel allows
     (so both gateways behave alike), and it bounds what one request that times out leaves uncertain.
     The ``batch_size`` extra can lower it.
+
+    A 422 about the recipients or texts raises ``SmsRecipientsRefused``, naming the recipients when its
+    field errors read as ``params.<i>.recipients.<j>`` (an assumption: the documentation shows none);
+    a 422 on ``from_number``, ``send_time`` or ``sending_type`` is about the request and fails the send.
 
     :param sms_conn_id: the Airflow connection of type ``ippanel``; default ``ippanel_default``.
     """
@@ -88,7 +102,9 @@ class IPPanelHook(P2PSmsHook):
             return f"+{compact}"
         return f"+98{compact.removeprefix('0')}"
 
-    def send_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> list[SmsReceipt]:
+    def send_batch(
+        self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None, after_uncertain: bool = False
+    ) -> list[SmsReceipt]:
         self.check_batch(messages, send_time)
         groups: dict[str, list[str]] = {}
         for message in messages:
@@ -100,7 +116,11 @@ class IPPanelHook(P2PSmsHook):
         }
         if send_time is not None:
             body["send_time"] = send_time.astimezone(timezone.utc).strftime(_SEND_TIME_FORMAT)
-        answer = self.request("POST", "/api/send", kind="send", json=body, batch=messages)
+        call = ApiCall("POST", "/api/send", json=body)
+        try:
+            answer = transport.request(self, call, kind="send", batch=messages, after_uncertain=after_uncertain)
+        except SmsRequestRejected as error:
+            raise _refusal(error, list(groups.values())) from None
         data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
         ids = data.get("message_outbox_ids") if isinstance(data, dict) else None
         if not isinstance(ids, list) or len(ids) != len(groups) or not all(ids):
@@ -235,6 +255,35 @@ class IPPanelHook(P2PSmsHook):
 
     def _auth_headers(self, token: str) -> dict[str, str]:
         return {"Authorization": token}
+
+
+def _refusal(error: SmsRequestRejected, recipients: list[list[str]]) -> SmsRequestRejected:
+    """
+    ``error`` as :class:`SmsRecipientsRefused` when it refuses the recipients or texts of a send.
+
+    A 422 on anything but the request-wide fields is one. The recipients it names are found through
+    their field paths (``params.<i>.recipients.<j>``, ``recipients`` being the ``params`` in request
+    order); when any field is not such a path, it names nobody, and the sender splits the batch.
+    """
+    fields = list(error.field_errors)
+    if error.http_status != 422 or any(name in field for field in fields for name in _REQUEST_FIELDS):
+        return error
+    named: list[str] = []
+    for field in fields:
+        found = _RECIPIENT_FIELD.fullmatch(field)
+        group, index = (int(found[1]), int(found[2])) if found else (len(recipients), 0)
+        if group >= len(recipients) or index >= len(recipients[group]):
+            named = []
+            break
+        named.append(recipients[group][index])
+    return SmsRecipientsRefused(
+        error.provider,
+        error.http_status,
+        error.provider_code,
+        error.field_errors,
+        hint=error.hint,
+        refused=named or None,
+    )
 
 
 def _match_key(number: str) -> str:

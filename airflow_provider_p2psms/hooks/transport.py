@@ -1,17 +1,45 @@
-"""HTTP transport of the gateway hooks: the pooled session, and the retry rules every request follows.
+"""HTTP transport of the gateway hooks: the pooled session, and what every answer to a request means.
 
-Retry rules (one table, used by the synchronous path here and the triggerer's asynchronous path in
-:mod:`~airflow_provider_p2psms.hooks.async_transport`):
+Reads (status and report requests, here and in the triggerer's
+:mod:`~airflow_provider_p2psms.hooks.async_transport`) are retried on 429, 5xx and network errors, with
+exponential backoff that honours ``Retry-After``; 401 and other 4xx are raised through the gateway's
+``error_for``.
 
-* Reads (status and report requests) are retried on 429, 5xx and network errors, with exponential
-  backoff that honours ``Retry-After``.
-* Sends are retried only when the gateway provably did not process the request: the connection
-  was refused or never established, or it answered 429 or 503. A send that timed out, lost its
-  connection after the request was written, or got any other 5xx raises
-  :class:`~airflow_provider_p2psms.exceptions.SmsUncertainSendError` and is never resent here.
-* 401 raises :class:`~airflow_provider_p2psms.exceptions.SmsAuthenticationError` and other 4xx
-  raise :class:`~airflow_provider_p2psms.exceptions.SmsRequestRejected` (through the gateway's
-  ``error_for``, which reads its error envelope); neither is retried.
+Sends follow one table, :data:`SEND_ANSWERS`: what an answer means depends on whether an earlier
+attempt at the same messages left their fate unknown (``after_uncertain``: a retry of the task resending
+what an earlier try left uncertain, with ``on_uncertain="resend"``). The hook's retries
+(:func:`request`), the sender's handling of each batch and what it writes to the resume ledger
+(:func:`verdict_for_error`, read by :mod:`~airflow_provider_p2psms.campaign.dispatch`) all read it:
+
+====================================================  ===========================  ============================
+answer to a send                                      first attempt of the batch   after an uncertain attempt
+====================================================  ===========================  ============================
+connection refused / never established                retry                        retry
+429                                                   retry (``Retry-After``)      uncertain
+503                                                   retry                        uncertain
+other 5xx, timeout, connection lost after writing     uncertain                    uncertain
+3xx/4xx validation (the recipients or the texts)      refused: isolate             refused
+401, wrong sender line                                fail the task at once        fail the task at once
+====================================================  ===========================  ============================
+
+* *retry*: the gateway provably did not process the request; the hook sends it again.
+* *uncertain*: the gateway may have it. Never resent here
+  (:class:`~airflow_provider_p2psms.exceptions.SmsUncertainSendError`); its ledger marks stay, so a
+  later try knows. A 429 after an uncertain attempt is uncertain because IPPanel's duplicate guard
+  answers 429 to a request identical to one it accepted within 40 seconds.
+* *refused*: the gateway accepted nothing of it and armed no duplicate guard
+  (:class:`~airflow_provider_p2psms.exceptions.SmsRecipientsRefused`). The sender splits it to isolate
+  the recipients the gateway refuses; resending a part is a first attempt again, unless the batch was
+  itself a resend after an uncertain attempt. Refused messages are released in the ledger.
+* *fail*: :class:`~airflow_provider_p2psms.exceptions.SmsAuthenticationError` or
+  :class:`~airflow_provider_p2psms.exceptions.SmsRequestRejected`: nothing was processed, nothing can
+  be: the batch is released (unless it was a resend after an uncertain attempt, which stays uncertain)
+  and the send stops. So does a gateway that keeps answering *retry* until ``max_retries`` are spent.
+
+Which 3xx/4xx are about the recipients and which about the account is the gateway's to say: each
+hook's ``send_batch`` raises ``SmsRecipientsRefused`` for the first kind. Sends never follow redirects:
+``requests`` turns a redirected POST into a GET, and Bitel's 3xx answers carry an error envelope
+like its 4xx.
 """
 
 from __future__ import annotations
@@ -26,8 +54,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_p2psms.exceptions import (
     P2PSmsError,
+    SmsAuthenticationError,
     SmsConfigurationError,
     SmsGatewayUnavailable,
+    SmsRecipientsRefused,
+    SmsRequestRejected,
     SmsUncertainSendError,
 )
 
@@ -39,8 +70,38 @@ if TYPE_CHECKING:
     from airflow_provider_p2psms.models import OutgoingSms
 
 RequestKind = Literal["send", "read"]
-#: What to do with an attempt's outcome: hand the answer back, try again, or give up as uncertain.
-Verdict = Literal["answer", "retry", "uncertain"]
+#: What an attempt's outcome means: hand the answer back (its body says the rest), try again, the
+#: gateway may have it, it refused the recipients or texts, or nothing can be sent.
+Verdict = Literal["answer", "retry", "uncertain", "refused", "fail"]
+#: The rows of :data:`SEND_ANSWERS`.
+SendAnswer = Literal["not reached", "429", "503", "lost", "refused", "fail"]
+
+
+@dataclass(frozen=True)
+class SendMeaning:
+    """What one kind of answer to a send means, for a first attempt and after an uncertain one."""
+
+    first: Verdict
+    after_uncertain: Verdict
+
+    def verdict(self, after_uncertain: bool) -> Verdict:
+        return self.after_uncertain if after_uncertain else self.first
+
+
+#: The one table of what an answer to a send means (see the module's docstring).
+SEND_ANSWERS: Mapping[SendAnswer, SendMeaning] = {
+    # Connection refused, or never established: nothing reached the gateway.
+    "not reached": SendMeaning("retry", "retry"),
+    # Rate limited; but IPPanel's duplicate guard also answers 429 to a copy of a request it accepted.
+    "429": SendMeaning("retry", "uncertain"),
+    "503": SendMeaning("retry", "uncertain"),
+    # Other 5xx, a timeout, a connection lost after the request was written, a 2xx without a usable body.
+    "lost": SendMeaning("uncertain", "uncertain"),
+    # 3xx/4xx validation of the recipients or texts (Bitel InvalidRequest / InvalidPhoneNumber, IPPanel 422).
+    "refused": SendMeaning("refused", "refused"),
+    # 401, the wrong sender line (Bitel InvalidGateway, IPPanel 422 on from_number), any other refusal.
+    "fail": SendMeaning("fail", "fail"),
+}
 
 #: Longest wait between two attempts, whatever ``Retry-After`` asks for.
 MAX_BACKOFF_SECONDS = 120.0
@@ -64,18 +125,46 @@ class ApiCall:
     json: Any = None
 
 
-def verdict_for_status(kind: RequestKind, status: int) -> Verdict:
-    """What an HTTP status means for a request of ``kind`` (see the module's retry rules)."""
+def verdict_for_status(kind: RequestKind, status: int, *, after_uncertain: bool = False) -> Verdict:
+    """
+    What an HTTP status means for a request of ``kind``: ``"answer"`` when the body says the rest.
+
+    :param after_uncertain: the send follows an attempt whose fate is unknown (see :data:`SEND_ANSWERS`).
+    """
     if status != 429 and status < 500:
         return "answer"
-    if kind == "send" and status not in (429, 503):
-        return "uncertain"
-    return "retry"
+    if kind == "read":
+        return "retry"
+    row: SendAnswer = "429" if status == 429 else "503" if status == 503 else "lost"
+    return SEND_ANSWERS[row].verdict(after_uncertain)
 
 
-def verdict_for_network_error(kind: RequestKind, never_reached_server: bool) -> Verdict:
+def verdict_for_network_error(
+    kind: RequestKind, never_reached_server: bool, *, after_uncertain: bool = False
+) -> Verdict:
     """What a failed connection means: a send that may have reached the gateway is uncertain."""
-    return "retry" if kind == "read" or never_reached_server else "uncertain"
+    if kind == "read":
+        return "retry"
+    return SEND_ANSWERS["not reached" if never_reached_server else "lost"].verdict(after_uncertain)
+
+
+def verdict_for_error(error: BaseException, *, after_uncertain: bool = False) -> Verdict:
+    """
+    What the error a send raised means for its messages: ``"uncertain"``, ``"refused"`` or ``"fail"``.
+
+    The sender reads it to decide what comes of a batch and what the resume ledger learns of it. An
+    error this module does not know may have happened after the request left: uncertain.
+    """
+    if isinstance(error, SmsUncertainSendError):
+        return SEND_ANSWERS["lost"].verdict(after_uncertain)
+    if isinstance(error, SmsRecipientsRefused):
+        return SEND_ANSWERS["refused"].verdict(after_uncertain)
+    if isinstance(error, SmsAuthenticationError | SmsRequestRejected | SmsConfigurationError):
+        return SEND_ANSWERS["fail"].verdict(after_uncertain)
+    if isinstance(error, SmsGatewayUnavailable):
+        # Every attempt was answered "retry": the gateway provably processed none of them.
+        return "fail"
+    return "uncertain"
 
 
 def backoff_seconds(settings: GatewaySettings, attempt: int, retry_after: float | None) -> float:
@@ -129,9 +218,12 @@ def unusable_base_url(hook: P2PSmsHook, error: Exception) -> SmsConfigurationErr
 def interpret(
     hook: P2PSmsHook, status: int, payload: Any, kind: RequestKind, batch: Sequence[OutgoingSms]
 ) -> GatewayResponse:
-    """Return a 2xx answer with a JSON body; raise the gateway's error for 4xx, or for a body that is not JSON."""
+    """
+    Return a 2xx answer with a JSON body; raise the gateway's error for 4xx (and, for sends, which never
+    follow redirects, for 3xx), or for a body that is not JSON.
+    """
     answer = GatewayResponse(status, payload)
-    if status >= 400:
+    if status >= 400 or (kind == "send" and status >= 300):
         raise hook.error_for(answer)
     if payload is None:
         reason = f"HTTP {status} with a body that is not JSON"
@@ -202,9 +294,20 @@ def open_session(settings: GatewaySettings, auth_headers: Mapping[str, str]) -> 
 
 
 def request(
-    hook: P2PSmsHook, call: ApiCall, *, kind: RequestKind, batch: Sequence[OutgoingSms] = ()
+    hook: P2PSmsHook,
+    call: ApiCall,
+    *,
+    kind: RequestKind,
+    batch: Sequence[OutgoingSms] = (),
+    after_uncertain: bool = False,
 ) -> GatewayResponse:
-    """Make ``call`` over the hook's session with the retry rules above and return the decoded answer."""
+    """
+    Make ``call`` over the hook's session with the rules above and return the decoded answer.
+
+    :param batch: for sends, the messages, carried by an uncertain-send error.
+    :param after_uncertain: for sends, whether an earlier attempt at these messages left their fate
+        unknown (the second column of :data:`SEND_ANSWERS`).
+    """
     import requests
 
     settings = hook.settings
@@ -214,7 +317,13 @@ def request(
         retry_after: float | None = None
         try:
             response = hook.session.request(
-                call.method, url, json=call.json, params=call.params, timeout=settings.timeout
+                call.method,
+                url,
+                json=call.json,
+                params=call.params,
+                timeout=settings.timeout,
+                # requests would resend a redirected POST as a GET; a send's 3xx is its answer.
+                allow_redirects=kind != "send",
             )
         except (
             requests.exceptions.InvalidURL,
@@ -223,18 +332,22 @@ def request(
         ) as error:
             raise unusable_base_url(hook, error) from None
         except requests.RequestException as error:
-            if verdict_for_network_error(kind, _never_reached_server(error)) == "uncertain":
+            never_reached = _never_reached_server(error)
+            if verdict_for_network_error(kind, never_reached, after_uncertain=after_uncertain) == "uncertain":
                 raise SmsUncertainSendError(
                     hook.provider_name, batch, f"{type(error).__name__} after the request was sent"
                 ) from None
             problem = f"{type(error).__name__} ({_short_reason(error)})"
         else:
             status = response.status_code
-            verdict = verdict_for_status(kind, status)
+            verdict = verdict_for_status(kind, status, after_uncertain=after_uncertain)
             if verdict == "answer":
                 return interpret(hook, status, json_or_none(response), kind, batch)
             if verdict == "uncertain":
-                raise SmsUncertainSendError(hook.provider_name, batch, f"HTTP {status} from {call.method} {call.path}")
+                reason = f"HTTP {status} from {call.method} {call.path}"
+                if after_uncertain and status < 500:
+                    reason += ", resending what an earlier attempt may have sent (a duplicate guard answers so)"
+                raise SmsUncertainSendError(hook.provider_name, batch, reason)
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             problem = f"HTTP {status}"
         time.sleep(budget.next_delay(problem, retry_after))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 OnInvalid = Literal["skip", "fail"]
 OnEmpty = Literal["skip", "succeed", "fail"]
 OnUncertain = Literal["skip", "resend"]
+OnRejected = Literal["isolate", "fail"]
 OutsideWindow = Literal["defer", "schedule"]
 
 
@@ -65,6 +66,10 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         so nobody gets a text twice but some may get none; ``"resend"`` sends it again, so everybody
         gets one but some may get two. With ``"resend"`` a try that leaves uncertain batches fails,
         so that the retry resends them.
+    :param on_rejected: what a batch the gateway refuses for its recipients does (a well-formed number
+        it does not take): ``"isolate"`` (default) splits the batch to find the refused messages (by the
+        recipients the gateway names, else by halving), reports them as ``rejected`` with the gateway's
+        reason, and sends every other message once; ``"fail"`` fails the task at the first refusal.
     :param max_concurrency: send requests in flight at once; default 4.
     :param max_parts: the most SMS parts one text may take (GSM-7: 153 characters a part, UCS-2 such
         as Persian: 67); longer texts are invalid rows. Default 8.
@@ -120,6 +125,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         on_invalid: OnInvalid = "skip",
         on_empty: OnEmpty = "skip",
         on_uncertain: OnUncertain = "skip",
+        on_rejected: OnRejected = "isolate",
         max_concurrency: int = 4,
         max_parts: int = 8,
         dry_run: bool = False,
@@ -141,6 +147,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             ("on_invalid", on_invalid, ("skip", "fail")),
             ("on_empty", on_empty, ("skip", "succeed", "fail")),
             ("on_uncertain", on_uncertain, ("skip", "resend")),
+            ("on_rejected", on_rejected, ("isolate", "fail")),
             ("outside_window", outside_window, ("defer", "schedule")),
         ):
             if value not in allowed:
@@ -179,6 +186,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         self.on_invalid = on_invalid
         self.on_empty = on_empty
         self.on_uncertain = on_uncertain
+        self.on_rejected = on_rejected
         self.max_concurrency = max_concurrency
         self.max_parts = max_parts
         self.dry_run = dry_run
@@ -262,14 +270,19 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             max_concurrency=self.max_concurrency,
             send_time=send_time,
             ledger=ledger,
+            on_rejected=self.on_rejected,
         )
         for result in results:
             if result.accepted:
                 receipt.accept([[r.message_id, r.recipient] for r in result.receipts])
-                continue
-            receipt.add_uncertain(result.keys)
-            for message in result.messages:
-                receipt.problem(f"Uncertain: {mask_phone(message.recipient)} ({result.uncertain}).")
+            elif result.rejected is not None:
+                receipt.add_rejected(result.keys)
+                for message in result.messages:
+                    receipt.problem(f"Rejected: {mask_phone(message.recipient)} ({result.rejected}).")
+            else:
+                receipt.add_uncertain(result.keys)
+                for message in result.messages:
+                    receipt.problem(f"Uncertain: {mask_phone(message.recipient)} ({result.uncertain}).")
         resumption.merge_unread()
         built = receipt.build(builder)
         self._log_summary(hook, built)
@@ -278,7 +291,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
                 f"{len(receipt.uncertain)} messages are uncertain and on_uncertain='resend': failing this "
                 "try so that the retry resends them (everything else is checkpointed and will not be resent)."
             )
-        if not built["messages"] and not built["counts"]["uncertain"]:
+        if not built["messages"] and not built["counts"]["uncertain"] and not built["counts"]["rejected"]:
             self._on_nothing_to_send(built)
         return built
 
@@ -361,7 +374,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         counts = receipt["counts"]
         self.log.info(
             "P2P SMS via %s (connection '%s'): %d rows read, %d messages accepted (%d of them by an earlier try), "
-            "%d invalid, %d duplicate, %d uncertain.",
+            "%d invalid, %d duplicate, %d uncertain, %d rejected by the gateway.",
             hook.provider_name,
             self.sms_conn_id,
             counts["requested"],
@@ -370,6 +383,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             counts["invalid"],
             counts["duplicate"],
             counts["uncertain"],
+            counts["rejected"],
         )
         for problem in receipt["problems"][:20]:
             self.log.warning("%s", problem)

@@ -15,6 +15,12 @@ four digits of the recipient's number:
 - ``...0009`` (:data:`SUFFIX_NEVER_FINAL`): never final, Bitel ``CHECK_OK`` 2, IPPanel ``"1"``
 - anything else: delivered, Bitel ``DELIVERED`` 1, IPPanel ``"2"``
 
+A send to a number ending in ``00666`` (:data:`SUFFIX_REFUSED`) is refused whole: Bitel answers
+``400 {"result": null, "error": "InvalidPhoneNumber"}``, IPPanel a 422 whose field error names the
+recipient (``params.0.recipients.3``; only ``recipients`` with ``ippanel_names_refused`` off). IPPanel's
+duplicate guard answers 429 to a send identical to one accepted in the last
+``duplicate_window_seconds`` (40).
+
 An IPPanel text containing :data:`MARKER_REJECT` (``[sandbox:reject]``) ends its bulk in
 state 3, one containing :data:`MARKER_NO_CREDIT` (``[sandbox:nocredit]``) in state 8.
 The full timeline is in :mod:`airflow_provider_p2psms.sandbox.lifecycle`.
@@ -39,6 +45,7 @@ from airflow_provider_p2psms.sandbox.lifecycle import (
     SUFFIX_ERROR,
     SUFFIX_NEVER_FINAL,
     SUFFIX_OPERATOR_DENIED,
+    SUFFIX_REFUSED,
 )
 from airflow_provider_p2psms.sandbox.server import SandboxServer
 from airflow_provider_p2psms.sandbox.store import FIRST_OUTBOX_ID
@@ -56,6 +63,7 @@ __all__ = [
     "SUFFIX_ERROR",
     "SUFFIX_NEVER_FINAL",
     "SUFFIX_OPERATOR_DENIED",
+    "SUFFIX_REFUSED",
     "SandboxConfig",
     "SandboxServer",
 ]

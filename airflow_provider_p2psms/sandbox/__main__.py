@@ -28,6 +28,7 @@ from airflow_provider_p2psms.sandbox.lifecycle import (
     SUFFIX_ERROR,
     SUFFIX_NEVER_FINAL,
     SUFFIX_OPERATOR_DENIED,
+    SUFFIX_REFUSED,
 )
 from airflow_provider_p2psms.sandbox.server import SandboxServer
 
@@ -46,7 +47,12 @@ special numbers, by the last four digits of the recipient (both gateways):
   ...{SUFFIX_ERROR}        error, not sent   Bitel ERROR 9            IPPanel "3"
   ...{SUFFIX_OPERATOR_DENIED}        operator denied   Bitel CHECK_ERROR 10     IPPanel "3"
   ...{SUFFIX_NEVER_FINAL}        never final       Bitel CHECK_OK 2         IPPanel "1"
+  ..{SUFFIX_REFUSED}        never accepted    the whole send request is refused: Bitel 400 InvalidPhoneNumber,
+                 IPPanel 422 naming the recipient (params.<i>.recipients.<j>); five digits
   anything else  delivered         Bitel DELIVERED 1        IPPanel "2"
+
+IPPanel duplicate guard: a send identical to one accepted in the last 40 s (same sender,
+recipients and texts) is answered 429 (--duplicate-window-seconds; 0 turns it off)
 
 IPPanel message markers:
   {MARKER_REJECT}    the bulk ends in state 3 (rejected by monitoring)
@@ -90,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
             )
     knobs.add_argument(
         "--retry-after-seconds", type=float, metavar="SECONDS", help="Retry-After value on a 429 (default 1)"
+    )
+    knobs.add_argument(
+        "--duplicate-window-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="IPPanel answers 429 to a send identical to one accepted this recently (default 40; 0: off)",
+    )
+    knobs.add_argument(
+        "--ippanel-unnamed-refusals",
+        dest="ippanel_names_refused",
+        action="store_const",
+        const=False,
+        help="IPPanel's 422 for a refused recipient says only 'recipients', not which one",
     )
     knobs.add_argument("--fail-sends-after", type=int, metavar="N", help="answer 503 to sends after N accepted")
     knobs.add_argument("--seed", type=int, metavar="N", help="seed of the fault generator, for reproducible runs")

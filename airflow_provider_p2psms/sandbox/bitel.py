@@ -3,8 +3,9 @@
 Validation answers HTTP 400 with one error code, checked in this order:
 ``InvalidRequest`` (body not an object, a field missing or of the wrong type, an empty
 list or text, list lengths differing, more than :data:`MAX_BATCH` messages),
-``InvalidPhoneNumber`` (a number not ``09`` + 9 digits), ``InvalidGateway``
-(``gatewayNumber`` not one of the account's; a ``null`` one counts as absent).
+``InvalidPhoneNumber`` (a number not ``09`` + 9 digits, or one the account may not text: last five
+digits ``00666``, :data:`~.lifecycle.SUFFIX_REFUSED`), ``InvalidGateway`` (``gatewayNumber`` not one
+of the account's; a ``null`` one counts as absent). An error names no recipient, as Bitel's do not.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import os
 import re
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_p2psms.sandbox.lifecycle import PRICE_PER_PART, Phase, final_outcome, phase_at, sms_parts
+from airflow_provider_p2psms.sandbox.lifecycle import (
+    PRICE_PER_PART,
+    Phase,
+    final_outcome,
+    phase_at,
+    refused,
+    sms_parts,
+)
 from airflow_provider_p2psms.sandbox.store import BitelMessage
 from airflow_provider_p2psms.sandbox.wire import KIND_SEND, KIND_STATUS, ApiResponse, Call, Route
 
@@ -225,7 +233,7 @@ def _validated(call: Call, pairs_of: Callable[[Body], Pairs]) -> tuple[Pairs, st
     gateway = body.get("gatewayNumber")
     if gateway is not None and not isinstance(gateway, str):
         raise _Rejected(INVALID_REQUEST)
-    if not all(_PHONE_NUMBER.fullmatch(phone_number) for phone_number, _ in pairs):
+    if not all(_PHONE_NUMBER.fullmatch(phone_number) and not refused(phone_number) for phone_number, _ in pairs):
         raise _Rejected(INVALID_PHONE_NUMBER)
     if gateway is None:
         return pairs, call.config.bitel_gateways[0]

@@ -17,7 +17,7 @@ DEFAULT_IPPANEL_SENDER = "+983000505"
 BitelStatusShape = Literal["code", "v2"]
 BITEL_STATUS_SHAPES: tuple[BitelStatusShape, ...] = ("code", "v2")
 
-_NON_NEGATIVE_NUMBERS = ("delivery_seconds", "latency_ms", "retry_after_seconds")
+_NON_NEGATIVE_NUMBERS = ("delivery_seconds", "latency_ms", "retry_after_seconds", "duplicate_window_seconds")
 _SEND_RATES = ("send_5xx_rate", "send_429_rate", "send_drop_rate")
 _STATUS_RATES = ("status_5xx_rate", "status_429_rate", "status_drop_rate")
 _OPTIONAL_INTEGERS = ("fail_sends_after", "seed")
@@ -62,6 +62,12 @@ class SandboxConfig:
         Default ``("+983000505",)``.
     :param bitel_status_shape: shape of Bitel's status result: ``"code"`` (default,
         ``statusCode`` int + ``status`` name) or ``"v2"`` (``status`` int + ``statusText``).
+    :param duplicate_window_seconds: IPPanel's duplicate guard: a send request identical to one
+        accepted less than this many seconds ago (same sender, same recipients and texts) is answered
+        429 and not recorded. Default ``40``, as IPPanel documents; ``0`` turns the guard off.
+    :param ippanel_names_refused: whether IPPanel's 422 for a refused recipient names it by its place
+        in the request (``params.0.recipients.3``, the default), or only says ``recipients`` (``False``),
+        as a gateway that does not tell which one.
     """
 
     delivery_seconds: float = 2.0
@@ -80,6 +86,8 @@ class SandboxConfig:
     bitel_gateways: tuple[str, ...] = (DEFAULT_BITEL_GATEWAY,)
     ippanel_senders: tuple[str, ...] = (DEFAULT_IPPANEL_SENDER,)
     bitel_status_shape: BitelStatusShape = "code"
+    duplicate_window_seconds: float = 40.0
+    ippanel_names_refused: bool = True
 
     def __post_init__(self) -> None:
         for name in (*_NON_NEGATIVE_NUMBERS, *_SEND_RATES, *_STATUS_RATES):
@@ -98,6 +106,8 @@ class SandboxConfig:
             raise ValueError("fail_sends_after must be >= 0")
         for name in _STRING_LISTS:
             object.__setattr__(self, name, _string_tuple(name, getattr(self, name)))
+        if not isinstance(self.ippanel_names_refused, bool):
+            raise ValueError("ippanel_names_refused must be true or false")
         if self.bitel_status_shape not in BITEL_STATUS_SHAPES:
             raise ValueError(f"bitel_status_shape must be one of {', '.join(BITEL_STATUS_SHAPES)}")
 

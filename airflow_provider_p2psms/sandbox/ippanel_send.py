@@ -6,6 +6,16 @@ a peer-to-peer send (and a whole webservice send) is one bulk with its own
 ``message_outbox_id``. A bulk scheduled with a future ``send_time`` waits in state 5 (in
 the send queue) until then.
 
+Two refusals mimic the gateway's own. A recipient ending in ``00666``
+(:data:`~.lifecycle.SUFFIX_REFUSED`) is refused with a 422 for the whole request; its field error is
+``params.<i>.recipients.<j>``, the path of the number in the request, or just ``recipients`` when
+``ippanel_names_refused`` is off. The Edge documentation gives no example of a recipient's field
+error, so that path is this sandbox's choice. And IPPanel's duplicate guard: a send request carrying
+the same sender and the same (recipient, text) pairs, in any order, as one accepted less than
+``duplicate_window_seconds`` (default 40) ago is answered 429, and nothing is stored. Whether the
+real guard compares requests so, and whether its 429 has a ``Retry-After``, is not documented; this
+one sends none.
+
 Only a scheduled bulk can be cancelled, once, and at least :data:`CANCEL_LEAD_SECONDS`
 before it starts; any other cancel of a known bulk answers 422 under
 ``message_outbox_id``, and an unknown ``message_outbox_id`` answers 404.
@@ -17,9 +27,16 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_p2psms.sandbox.ippanel_envelope import FieldErrors, not_found, ok, positive_int, required
+from airflow_provider_p2psms.sandbox.ippanel_envelope import (
+    FieldErrors,
+    envelope,
+    not_found,
+    ok,
+    positive_int,
+    required,
+)
 from airflow_provider_p2psms.sandbox.ippanel_states import STATE_CANCELLED
-from airflow_provider_p2psms.sandbox.lifecycle import sms_parts
+from airflow_provider_p2psms.sandbox.lifecycle import refused, sms_parts
 from airflow_provider_p2psms.sandbox.store import IppanelBulk
 
 if TYPE_CHECKING:
@@ -34,6 +51,8 @@ _BODY_NOT_OBJECT: Final = "بدنه درخواست باید یک شیء JSON ب�
 _INVALID_SENDING_TYPE: Final = "نوع ارسال معتبر نیست"
 _INVALID_SENDER: Final = "شماره فرستنده معتبر نیست"
 _INVALID_RECIPIENT: Final = "شماره گیرنده معتبر نیست"
+_REFUSED_RECIPIENT: Final = "ارسال به این شماره گیرنده امکان پذیر نیست"
+_DUPLICATE: Final = "درخواست تکراری است؛ پس از ۴۰ ثانیه دوباره تلاش کنید"
 _INVALID_SEND_TIME: Final = "فرمت زمان ارسال معتبر نیست"
 _INVALID_PARAM: Final = "هر عضو پارامترها باید یک شیء باشد"
 _NOT_CANCELLABLE: Final = "لغو فقط برای ارسال زمان بندی شده و حداقل ۵ دقیقه قبل از زمان ارسال ممکن است"
@@ -67,10 +86,19 @@ def send(call: Call) -> ApiResponse:
         outgoing = _webservice(body, errors)
     elif sending_type in (None, "peer_to_peer"):
         outgoing = _peer_to_peer(body.get("params"), errors)
+    _refuse_recipients(outgoing, "params.recipients" if sending_type == "webservice" else None, call, errors)
     send_time = body.get("send_time")
     send_at = _send_time(send_time, errors)
     if errors.by_field:
         return errors.response()
+    carried = (
+        from_number,
+        tuple(sorted((recipient, text) for recipients, text in outgoing for recipient in recipients)),
+    )
+    window = call.config.duplicate_window_seconds
+    if window and call.store.accepted_recently(carried, call.now, window):
+        return envelope(429, None, message=_DUPLICATE, code="429-1")
+    call.store.remember_send(carried, call.now)
     request_seq = call.store.accept_send()
     outbox_ids = []
     for recipients, text in outgoing:
@@ -111,6 +139,17 @@ def cancel(call: Call) -> ApiResponse:
         return errors.response()
     bulk.cancelled = True
     return ok({"message_outbox_id": outbox_id, "state_id": STATE_CANCELLED})
+
+
+def _refuse_recipients(outgoing: _Outgoing, webservice_path: str | None, call: Call, errors: FieldErrors) -> None:
+    """Refuse the well-formed recipients the account may not text (see the module's docstring)."""
+    for index, (recipients, _) in enumerate(outgoing):
+        for position, recipient in enumerate(recipients):
+            if _RECIPIENT.fullmatch(recipient) and refused(recipient):
+                where = webservice_path or f"params.{index}.recipients"
+                errors.add(
+                    f"{where}.{position}" if call.config.ippanel_names_refused else "recipients", _REFUSED_RECIPIENT
+                )
 
 
 def _peer_to_peer(params: object, errors: FieldErrors) -> _Outgoing:

@@ -27,6 +27,12 @@ last four digits           meaning          Bitel               IPPanel ``messag
 anything else              delivered        DELIVERED 1         ``"2"``
 =========================  ===============  ==================  ============================
 
+A number ending in ``00666`` (:data:`SUFFIX_REFUSED`) is well formed but never accepted: a send
+request carrying it is refused whole, before anything is stored (Bitel ``400 InvalidPhoneNumber``,
+IPPanel ``422`` with a field error; see :mod:`.bitel` and :mod:`.ippanel_send`). Five digits, not four:
+numbered test campaigns (``0912`` + ``1000 + n``, ``1000000 + n``...) reach every four-digit suffix, and a
+refusal changes what a send does, not just how a delivery ends.
+
 An IPPanel message text containing ``[sandbox:reject]`` ends its bulk in state 3
 (rejected by monitoring), one containing ``[sandbox:nocredit]`` in state 8 (insufficient
 credit); both happen at ``d/2``, where a normal bulk reaches state 6, and such bulks
@@ -49,6 +55,7 @@ SUFFIX_BLACKLISTED: Final = "0002"
 SUFFIX_ERROR: Final = "0003"
 SUFFIX_OPERATOR_DENIED: Final = "0004"
 SUFFIX_NEVER_FINAL: Final = "0009"
+SUFFIX_REFUSED: Final = "00666"
 
 MARKER_REJECT: Final = "[sandbox:reject]"
 MARKER_NO_CREDIT: Final = "[sandbox:nocredit]"
@@ -110,6 +117,11 @@ def phase_at(started_at: float, now: float, delivery_seconds: float) -> Phase:
 def final_outcome(phone_number: str) -> Outcome:
     """Return how a message to ``phone_number`` ends, by its last four digits."""
     return _SPECIAL_OUTCOMES.get(phone_number[-4:], DELIVERED)
+
+
+def refused(phone_number: str) -> bool:
+    """Whether the gateways refuse a send to ``phone_number`` (its last five digits are ``00666``)."""
+    return phone_number.endswith(SUFFIX_REFUSED)
 
 
 def sms_parts(text: str) -> int:

@@ -68,6 +68,22 @@ class Store:
         self.accepted_sends = 0
         self.message_log: list[dict[str, object]] = []
         self._next_outbox_id = FIRST_OUTBOX_ID
+        # IPPanel's duplicate guard: what each accepted send request carried -> when, oldest first.
+        self._recent_sends: dict[object, float] = {}
+
+    def accepted_recently(self, carried: object, now: float, window: float) -> bool:
+        """Whether a send request carrying ``carried`` was accepted less than ``window`` seconds ago."""
+        while self._recent_sends:
+            oldest, at = next(iter(self._recent_sends.items()))
+            if now - at < window:
+                break
+            del self._recent_sends[oldest]
+        return carried in self._recent_sends
+
+    def remember_send(self, carried: object, now: float) -> None:
+        """Note an accepted send request, for :meth:`accepted_recently`."""
+        self._recent_sends.pop(carried, None)
+        self._recent_sends[carried] = now
 
     def accept_send(self) -> int:
         """Count one more accepted send request and return its 1-based ordinal."""

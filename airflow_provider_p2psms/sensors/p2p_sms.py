@@ -1,47 +1,72 @@
-"""Wait until the messages of a send receipt are delivered."""
+"""Wait until the messages of a send receipt are delivered, and end with a delivery report whatever happens."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator
 
+from airflow_provider_p2psms.utils.rendered import PersonalDataFields
 from airflow_provider_p2psms.version_compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, PokeReturnValue
 
     from airflow_provider_p2psms.campaign.stores import KeyValueStore
-    from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
+    from airflow_provider_p2psms.campaign.tracking import DeliveryTarget, DeliveryTracker
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import DeliveryReport, SendReceipt
 
 _STATE_KEY = "p2psms.delivery"
 
+#: The deferred wait ends this long before Airflow's own deferral timeout (at most), so the sensor can
+#: still write its report; a tenth of ``timeout`` when that is shorter.
+_TIMEOUT_MARGIN_SECONDS = 5.0
 
-class P2PSmsDeliverySensor(BaseSensorOperator):
+
+@dataclass
+class _Progress:
+    """What a poke knows: the messages' states, and when to give up (seconds since the epoch)."""
+
+    tracker: DeliveryTracker
+    deadline: float | None
+    try_number: int | None
+
+
+class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
     """
-    Poll delivery states until every message of a send receipt is final.
+    Poll delivery states until the wait for a send receipt's messages ends, and report on it.
 
-    Succeeds when all messages are final and the delivered share is at least
-    ``min_delivered_ratio``, returning a delivery report through XCom; fails, naming the counts per
-    status and the masked numbers that did not get their text, when all are final and the share is
-    lower. Messages already final are never polled again, and the oldest pending message is probed
-    before everything pending is polled. ``timeout``, ``soft_fail``, ``poke_interval`` and ``mode``
-    behave as for every sensor.
+    The delivered ratio is delivered / attempted, where attempted counts the receipt's messages and
+    those uncertain or rejected at send (not invalid or duplicate rows). The sensor succeeds when every
+    message is final, or ``give_up_after`` has passed, and the ratio is at least ``min_delivered_ratio``;
+    it fails as soon as the ratio can no longer reach it (``fail_early``), or at the end of the wait.
+    A send that attempted nothing passes. Whatever the ending (success, failure, give-up, Airflow's
+    ``timeout``, a ``soft_fail`` skip), the delivery report is the task's ``return_value`` XCom.
+
+    Messages already final are never polled again; while nothing moves, a few probes spread over the
+    receipt are polled instead of everything pending. ``timeout``, ``soft_fail``, ``poke_interval`` and
+    ``mode`` behave as for every sensor.
 
     :param receipt: the send receipt, usually ``send.output`` of a ``P2PSmsOperator``. (templated)
     :param sms_conn_id: the SMS connection; default: the one the receipt names. (templated)
-    :param min_delivered_ratio: the delivered share, from 0 to 1, that counts as success; default 1.0.
+    :param min_delivered_ratio: the delivered ratio, from 0 to 1, that counts as success; default 1.0.
+    :param give_up_after: seconds (or a ``timedelta``) from the first poke of the try after which messages
+        not final count as not delivered and the sensor ends; shorter than ``timeout``; default unset.
+    :param fail_early: fail as soon as the target can no longer be met, instead of waiting for every
+        message or the deadline; default True.
     :param deferrable: wait in the triggerer instead of a worker slot; default
         ``[operators] default_deferrable``.
     :param checkpoint_path: where rescheduled pokes keep what they learnt (see ``P2PSmsOperator``).
     """
 
     template_fields: Sequence[str] = ("receipt", "sms_conn_id")
-    template_fields_renderers = {"receipt": "json"}  # noqa: RUF012 - Airflow's own convention
+    # The receipt lists every recipient: the task reads it, the UI's rendered fields show only its size.
+    personal_fields: ClassVar[tuple[str, ...]] = ("receipt",)
     ui_color = "#c9e4f6"
 
     def __init__(
@@ -50,90 +75,148 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
         receipt: Any,
         sms_conn_id: str | None = None,
         min_delivered_ratio: float = 1.0,
+        give_up_after: float | timedelta | None = None,
+        fail_early: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         checkpoint_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 <= float(min_delivered_ratio) <= 1.0:
-            from airflow_provider_p2psms.exceptions import SmsConfigurationError
+        from airflow_provider_p2psms.exceptions import SmsConfigurationError
 
+        if not 0.0 <= float(min_delivered_ratio) <= 1.0:
             raise SmsConfigurationError(
-                f"P2PSmsDeliverySensor '{kwargs.get('task_id')}': min_delivered_ratio must be between 0 and 1, "
+                f"P2PSmsDeliverySensor '{self.task_id}': min_delivered_ratio must be between 0 and 1, "
                 f"not {min_delivered_ratio!r}."
+            )
+        seconds = give_up_after.total_seconds() if isinstance(give_up_after, timedelta) else give_up_after
+        if seconds is not None and not 0 < float(seconds) < self.timeout:
+            raise SmsConfigurationError(
+                f"P2PSmsDeliverySensor '{self.task_id}': give_up_after ({float(seconds):g} s) must be more than 0 "
+                f"and shorter than timeout ({self.timeout:g} s), so that the sensor gives up, and reports, before "
+                "Airflow times it out. Shorten give_up_after or lengthen timeout."
             )
         self.receipt = receipt
         self.sms_conn_id = sms_conn_id
         self.min_delivered_ratio = float(min_delivered_ratio)
+        self.give_up_after = None if seconds is None else float(seconds)
+        self.fail_early = fail_early
         self.deferrable = deferrable
         self.checkpoint_path = checkpoint_path
-        self._tracker: DeliveryTracker | None = None
+        self._progress: _Progress | None = None
+        self._checkpoints: KeyValueStore | None = None
         self._hook: P2PSmsHook | None = None
+        self._reported = False
 
     def execute(self, context: Context) -> Any:
-        if not self.deferrable:
+        from airflow_provider_p2psms.campaign.tracking import TIMEOUT
+        from airflow_provider_p2psms.version_compat import AirflowSensorTimeout, AirflowSkipException
+
+        if self.deferrable:
+            return self._defer(context)
+        if self.reschedule:
+            # Before the first poke: a store other workers cannot read fails the task before any polling.
+            self._checkpoint_store(context)
+        try:
             return super().execute(context)
-        from airflow_provider_p2psms.triggers.p2p_sms import P2PSmsDeliveryTrigger
-
-        receipt = self._read_receipt()
-        if not receipt["messages"]:
-            return self._finish(self._new_tracker(receipt), receipt)
-        self.defer(
-            trigger=P2PSmsDeliveryTrigger(
-                sms_conn_id=self._conn_id(receipt),
-                messages=receipt["messages"],
-                poke_interval=self._interval_seconds(),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout)) if self.timeout else None,
-        )
-
-    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> DeliveryReport:
-        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
-        from airflow_provider_p2psms.exceptions import P2PSmsError
-
-        receipt = self._read_receipt()
-        if event.get("status") != "done":
-            raise P2PSmsError(f"Tracking delivery failed: {event.get('message', event)}")
-        tracker = DeliveryTracker(receipt["messages"], state=event["state"], polls=int(event.get("polls", 0)))
-        return self._finish(tracker, receipt)
+        except (AirflowSensorTimeout, AirflowSkipException) as error:
+            # Airflow's own timeout (a skip without a cause, with soft_fail) is raised after a poke that
+            # did not end the wait: report what that poke knew. Endings of a poke report themselves.
+            timed_out = isinstance(error, AirflowSensorTimeout) or error.__cause__ is None
+            if timed_out and not self._reported and self._progress is not None:
+                receipt = self._read_receipt()
+                self._push(context, self._report(self._progress.tracker, receipt, TIMEOUT))
+                self._forget(context)
+            raise
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         from airflow.sdk import PokeReturnValue
 
-        receipt = self._read_receipt()
-        store = self._store(context)
-        tracker = self._tracker or self._load_tracker(receipt, store)
-        if self._hook is None:
-            from airflow_provider_p2psms.hooks.factory import get_sms_hook
-
-            self._hook = get_sms_hook(self._conn_id(receipt))
+        from airflow_provider_p2psms.campaign.tracking import ERROR, UNREACHABLE
         from airflow_provider_p2psms.exceptions import SmsGatewayUnavailable
 
+        receipt = self._read_receipt()
+        target = self._target(receipt)
+        progress = self._load_progress(context, receipt)
+        tracker = progress.tracker
+        deadline_passed = progress.deadline is not None and time.time() >= progress.deadline
         try:
-            tracker.poll(self._hook)
+            if tracker.pending:
+                hook = self._get_hook(receipt)
+                tracker.poll(hook, everything=deadline_passed)
+                if not deadline_passed and target.ending(tracker) == UNREACHABLE:
+                    # Before failing, read everything pending once: the report is then up to date.
+                    tracker.poll(hook, everything=True)
         except SmsGatewayUnavailable as error:
-            # An outage of the status API says nothing about delivery: the sensor's timeout bounds it.
+            # An outage of the status API says nothing about delivery: the deadlines bound it.
             self.log.warning("Could not read delivery states this time; trying again next poke. %s", error)
+        except Exception:
+            self._push(context, self._report(tracker, receipt, ERROR))
+            raise
         self.log.info("Delivery so far: %s.", tracker.summary())
-        if store is not None:
-            store.set(_STATE_KEY, {"state": tracker.state(), "polls": tracker.polls})
-        else:
-            self._tracker = tracker
-        if not tracker.all_final:
+        ending = target.ending(tracker, deadline_passed=deadline_passed)
+        if ending is None:
+            self._save_progress(context, progress)
             return False
-        report = self._finish(tracker, receipt)
-        if store is not None:
-            store.delete(_STATE_KEY)
-        return PokeReturnValue(is_done=True, xcom_value=report)
+        self._forget(context)
+        return PokeReturnValue(is_done=True, xcom_value=self._end(context, tracker, receipt, ending))
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> DeliveryReport:
+        from airflow_provider_p2psms.campaign.tracking import ALL_FINAL, ERROR, TIMEOUT, DeliveryTracker
+        from airflow_provider_p2psms.exceptions import P2PSmsError
+        from airflow_provider_p2psms.version_compat import AirflowSensorTimeout
+
+        receipt = self._read_receipt()
+        tracker = DeliveryTracker(receipt["messages"], state=event.get("state"), polls=int(event.get("polls", 0)))
+        if event.get("status") != "done":
+            self._push(context, self._report(tracker, receipt, ERROR))
+            raise P2PSmsError(f"Tracking delivery failed: {event.get('message', event)}")
+        ending = str(event.get("ending") or ALL_FINAL)
+        if ending == TIMEOUT:
+            self._push(context, self._report(tracker, receipt, TIMEOUT))
+            raise AirflowSensorTimeout(
+                f"Sensor has timed out: its timeout of {self.timeout:g} s passed with {len(tracker.pending)} of "
+                f"{len(tracker.statuses)} messages not final. {tracker.summary()}."
+            )
+        return self._end(context, tracker, receipt, ending)
 
     # ------------------------------------------------------------------ helpers
+
+    def _defer(self, context: Context) -> Any:
+        from airflow_provider_p2psms.campaign.tracking import ALL_FINAL
+        from airflow_provider_p2psms.triggers.p2p_sms import P2PSmsDeliveryTrigger
+
+        receipt = self._read_receipt()
+        target = self._target(receipt)
+        tracker = self._new_tracker(receipt)
+        if not tracker.messages:
+            return self._end(context, tracker, receipt, target.ending(tracker) or ALL_FINAL)
+        started = time.time()
+        margin = min(_TIMEOUT_MARGIN_SECONDS, self.timeout / 10)
+        if self.give_up_after is not None:
+            margin = min(margin, (self.timeout - self.give_up_after) / 2)
+        self.defer(
+            trigger=P2PSmsDeliveryTrigger(
+                sms_conn_id=self._conn_id(receipt),
+                messages=receipt["messages"],
+                poke_interval=self.poke_interval,
+                min_delivered_ratio=target.min_delivered_ratio,
+                uncertain=target.uncertain,
+                rejected=target.rejected,
+                fail_early=target.fail_early,
+                give_up_at=None if self.give_up_after is None else started + self.give_up_after,
+                timeout_at=started + self.timeout - margin,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
 
     def _read_receipt(self) -> SendReceipt:
         from airflow_provider_p2psms.campaign.recipients import parse_rendered
         from airflow_provider_p2psms.exceptions import SmsInputError
 
-        receipt = parse_rendered(self.receipt, "receipt") if isinstance(self.receipt, str) else self.receipt
+        value = self.personal_value("receipt")
+        receipt = parse_rendered(value, "receipt") if isinstance(value, str) else value
         if not isinstance(receipt, Mapping) or not isinstance(receipt.get("messages"), str | list):
             raise SmsInputError(
                 "receipt must be the send receipt of a P2PSmsOperator (a dict with 'messages'), e.g. "
@@ -144,46 +227,124 @@ class P2PSmsDeliverySensor(BaseSensorOperator):
     def _conn_id(self, receipt: SendReceipt) -> str:
         return self.sms_conn_id or receipt["sms_conn_id"]
 
-    def _interval_seconds(self) -> float:
-        interval = self.poke_interval
-        return interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
+    def _get_hook(self, receipt: SendReceipt) -> P2PSmsHook:
+        if self._hook is None:
+            from airflow_provider_p2psms.hooks.factory import get_sms_hook
 
-    def _store(self, context: Context) -> KeyValueStore | None:
+            self._hook = get_sms_hook(self._conn_id(receipt))
+        return self._hook
+
+    def _target(self, receipt: SendReceipt) -> DeliveryTarget:
+        from airflow_provider_p2psms.campaign.tracking import DeliveryTarget
+
+        return DeliveryTarget.of_receipt(receipt, self.min_delivered_ratio, self.fail_early)
+
+    def _checkpoint_store(self, context: Context) -> KeyValueStore | None:
         """Rescheduled pokes run in fresh processes: they keep what they learnt in the checkpoint store."""
-        if self.mode != "reschedule":
+        if not self.reschedule:
             return None
-        from airflow_provider_p2psms.campaign.stores import checkpoint_store
+        if self._checkpoints is None:
+            from airflow_provider_p2psms.campaign.stores import checkpoint_store
 
-        return checkpoint_store(context, self.checkpoint_path)
+            self._checkpoints = checkpoint_store(context, self.checkpoint_path)
+        return self._checkpoints
 
     def _new_tracker(self, receipt: SendReceipt) -> DeliveryTracker:
         from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
 
         return DeliveryTracker(receipt["messages"])
 
-    def _load_tracker(self, receipt: SendReceipt, store: KeyValueStore | None) -> DeliveryTracker:
+    def _load_progress(self, context: Context, receipt: SendReceipt) -> _Progress:
+        """This try's progress: in memory between pokes, or in the checkpoint store between reschedules."""
         from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
 
-        saved = store.get(_STATE_KEY) if store is not None else None
+        store = self._checkpoint_store(context)
+        if store is None and self._progress is not None:
+            return self._progress
+        try_number = getattr(context["ti"], "try_number", None)
         tracker = self._new_tracker(receipt)
-        if isinstance(saved, dict) and len(saved.get("state", "")) == len(tracker.messages):
-            return DeliveryTracker(tracker.messages, state=saved["state"], polls=int(saved.get("polls", 0)))
-        return tracker
+        deadline = None if self.give_up_after is None else time.time() + self.give_up_after
+        saved = store.get(_STATE_KEY) if store is not None else None
+        if isinstance(saved, dict):
+            try:
+                tracker = DeliveryTracker(tracker.messages, state=saved.get("state"), polls=int(saved.get("polls", 0)))
+            except (ValueError, KeyError, TypeError):
+                self.log.warning("Ignoring a saved delivery state that does not fit this receipt.")
+            else:
+                if saved.get("try") == try_number and self.give_up_after is not None:
+                    deadline = saved.get("deadline") or deadline
+        self._progress = _Progress(tracker, deadline, try_number)
+        return self._progress
 
-    def _finish(self, tracker: DeliveryTracker, receipt: SendReceipt) -> DeliveryReport:
-        report = tracker.report(receipt.get("provider", ""), self._conn_id(receipt))
-        ratio = report["delivered_ratio"]
-        uncertain = receipt.get("counts", {}).get("uncertain", 0)
-        if uncertain:
-            self.log.warning("%d messages of this send are uncertain and are not tracked.", uncertain)
-        if ratio + 1e-9 < self.min_delivered_ratio:
-            from airflow_provider_p2psms.exceptions import SmsDeliveryFailed
-
-            failed = tracker.failed_numbers()
-            raise SmsDeliveryFailed(
-                f"Delivery below target: {ratio:.1%} delivered, min_delivered_ratio is "
-                f"{self.min_delivered_ratio:.1%}. {tracker.summary()}. Not delivered: {', '.join(failed)}"
-                + (" (first 20)." if len(failed) >= 20 else ".")
+    def _save_progress(self, context: Context, progress: _Progress) -> None:
+        store = self._checkpoint_store(context)
+        if store is not None:
+            tracker = progress.tracker
+            store.set(
+                _STATE_KEY,
+                {
+                    "state": tracker.state(),
+                    "polls": tracker.polls,
+                    "deadline": progress.deadline,
+                    "try": progress.try_number,
+                },
             )
-        self.log.info("All messages final: %s (%.1f%% delivered).", tracker.summary(), ratio * 100)
-        return report
+
+    def _forget(self, context: Context) -> None:
+        store = self._checkpoint_store(context)
+        if store is not None:
+            store.delete(_STATE_KEY)
+
+    def _report(self, tracker: DeliveryTracker, receipt: SendReceipt, ending: str) -> DeliveryReport:
+        return self._target(receipt).report(tracker, receipt.get("provider", ""), self._conn_id(receipt), ending)
+
+    def _push(self, context: Context, report: DeliveryReport) -> None:
+        """Make ``report`` the task's return value now, for endings that raise."""
+        if self.do_xcom_push:
+            context["ti"].xcom_push(key="return_value", value=report)
+        self._reported = True
+
+    def _end(self, context: Context, tracker: DeliveryTracker, receipt: SendReceipt, ending: str) -> DeliveryReport:
+        """The report of a wait that ended, returned on success; pushed, then raised as a failure, if not."""
+        from airflow_provider_p2psms.campaign.tracking import ALL_FINAL, GAVE_UP, NOTHING_ATTEMPTED
+
+        target = self._target(receipt)
+        report = self._report(tracker, receipt, ending)
+        if ending == NOTHING_ATTEMPTED:
+            self.log.info("The send attempted no message (every row was invalid or a duplicate): nothing to wait for.")
+            return report
+        ratio = report["delivered_ratio"] or 0.0
+        if ending == ALL_FINAL:
+            why = "every message is final"
+        elif ending == GAVE_UP:
+            why = (
+                f"gave up after give_up_after={self.give_up_after:g} s, with {len(tracker.pending)} not final "
+                "counted as not delivered"
+            )
+        else:
+            why = f"at most {target.best_ratio(tracker):.1%} can still be delivered, so it fails early (fail_early)"
+        details = f"{tracker.summary()}."
+        if target.uncertain or target.rejected:
+            details += (
+                f" Of {target.attempted(tracker)} attempted, {target.uncertain} were uncertain and {target.rejected} "
+                "rejected at send: not delivered."
+            )
+        if target.met(tracker):
+            self.log.info(
+                "Delivered %.1f%%, min_delivered_ratio is %.1f%% (%s). %s",
+                ratio * 100,
+                self.min_delivered_ratio * 100,
+                why,
+                details,
+            )
+            return report
+        from airflow_provider_p2psms.exceptions import SmsDeliveryFailed
+
+        self._push(context, report)
+        failed = tracker.failed_numbers()
+        if failed:
+            details += f" Not delivered: {', '.join(failed)}" + (" (first 20)." if len(failed) >= 20 else ".")
+        raise SmsDeliveryFailed(
+            f"Delivery below target: {ratio:.1%} delivered, min_delivered_ratio is {self.min_delivered_ratio:.1%} "
+            f"({why}). {details}"
+        )

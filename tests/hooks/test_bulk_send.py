@@ -1,8 +1,8 @@
 """Bulk sending from a TaskFlow task: ``send_messages`` and ``send_rows`` against the sandbox on a real socket.
 
-Both stream: one ``BatchResult`` per batch as its answer comes, reading the input only a few groups of
-batches ahead (``campaign/dispatch.py``: the feeder prepares groups of ``max(2 * max_concurrency, 4)``
-batches and queues at most ``_GROUPS_AHEAD = 2`` of them while it holds the next one).
+Both stream: one ``BatchResult`` per batch as its answer comes, reading the input only a few batches
+ahead (``campaign/marking.py``: the feeder builds at most ``2 * max_concurrency`` batches ahead of marking,
+and at most ``2 * max_concurrency`` batches are marked, on the wire or ready, at once).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_send_messages_sends_each_message_once_in_batches_with_matching_receipts
         assert list(result.keys) == [message_key(m.recipient, m.text) for m in result.messages]
 
 
-def test_send_messages_is_a_stream_that_reads_only_a_few_groups_ahead(connect, sandbox, gateway):
+def test_send_messages_is_a_stream_that_reads_only_a_few_batches_ahead(connect, sandbox, gateway):
     hook = connect(batch_size=10)
     sandbox.configure(latency_ms=300)  # time for the feeder to read as far ahead as it ever does
     pulled = 0
@@ -164,10 +164,11 @@ def test_send_messages_is_a_stream_that_reads_only_a_few_groups_ahead(connect, s
     after_close = pulled
     time.sleep(0.2)
 
-    # Groups of max(2 * 2, 4) = 4 batches of 10: the group being sent, two queued, one waiting to be queued.
-    group = 4 * 10
-    assert group <= at_first_result <= 4 * group
-    assert at_first_result <= after_close <= 4 * group
+    # Batches of 10, two senders: 4 marked (2 on the wire, 2 ready), 4 built, and the feeder's own two
+    # (the one it builds, and one waiting for room).
+    marked, most = 2 * 2 * 10, (2 * 2 + 2 * 2 + 2) * 10
+    assert marked <= at_first_result <= most
+    assert at_first_result <= after_close <= most
     assert pulled == after_close  # closed: the input is no longer read
     assert not exhausted
     assert first.accepted
@@ -375,7 +376,7 @@ def test_closing_the_stream_early_leaves_the_ledger_exact(connect, sandbox, gate
     assert len(accepted) == 20
     assert reread.sent == accepted
     assert reread.uncertain == set()
-    # The feeder had marked groups ahead that never went out: they were released, not left uncertain.
+    # Batches marked ready that never went out were released, not left uncertain.
     assert len(marked_keys(state)) > len(accepted)
 
 

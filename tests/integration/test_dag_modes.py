@@ -77,6 +77,7 @@ def test_sql_source_with_poke_reschedule_and_deferrable_sensors(run_dag, sandbox
         "invalid": 1,
         "duplicate": 0,
         "uncertain": 0,
+        "rejected": 0,
         "dry_run": 0,
     }
     assert receipt["problems"] == [

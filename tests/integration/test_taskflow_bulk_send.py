@@ -24,13 +24,15 @@ def taskflow_bulk_send():
 
         hook = get_sms_hook("bitel_default")
         customers = [{"phone": f"0912{1000000 + n:07d}", "name": f"user{n}", "code": f"C{n:05d}"} for n in range(250)]
-        sent = uncertain = 0
+        sent = uncertain = rejected = 0
         for batch in hook.send_rows(customers, "Hi {{ row.name }}, your code is {{ row.code }}"):
             if batch.accepted:
                 sent += len(batch.receipts)
+            elif batch.rejected:
+                rejected += len(batch.messages)
             else:
                 uncertain += len(batch.messages)
-        return {"sent": sent, "uncertain": uncertain}
+        return {"sent": sent, "uncertain": uncertain, "rejected": rejected}
 
     send_codes()
 
@@ -58,7 +60,7 @@ def test_the_taskflow_example_sends_every_code_once_and_returns_its_counts(run_d
 
     assert result.returncode == 0, result.output[-3000:]
     assert result.state("send_codes") == "success"
-    assert result.xcom("send_codes") == {"sent": 250, "uncertain": 0}
+    assert result.xcom("send_codes") == {"sent": 250, "uncertain": 0, "rejected": 0}
 
     received = sorted((m["provider"], m["recipient"], m["text"]) for m in sandbox.messages())
     assert received == sorted(

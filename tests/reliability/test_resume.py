@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_p2psms.campaign import dispatch
+from airflow_provider_p2psms.campaign import marking
 from airflow_provider_p2psms.campaign.ledger import SendLedger
 from airflow_provider_p2psms.campaign.recipients import MessageBuilder
 from airflow_provider_p2psms.campaign.stores import TaskStateKeyValueStore, checkpoint_store
@@ -271,11 +271,11 @@ class SlowStore(MemoryTaskState):
 
 def test_a_refused_try_with_a_slow_store_leaves_only_the_unanswered_uncertain(connect, monkeypatch):
     """
-    Groups marked ahead of the senders and released when the gateway refuses: each release must land
+    Batches marked ahead of the senders and released when the gateway refuses: each release must land
     after its marks, however late the marks' write comes, or the retry would skip those messages.
     """
-    # The refusal comes while the marks of the groups prepared ahead are still being written.
-    monkeypatch.setattr(dispatch, "FLUSH_SECONDS", 0.0)
+    # The refusal comes while the marks of the batches ready ahead are still being written.
+    monkeypatch.setattr(marking, "FLUSH_SECONDS", 0.0)
     sandbox = connect(batch_size=10, max_retries=0)
     sandbox.configure(fail_sends_after=1)
     state = SlowStore()
@@ -353,16 +353,32 @@ def test_staged_receipts_ride_along_with_the_next_marks():
     assert reread.sent[4] == ["id-4", "0912"]
 
 
-def test_marking_costs_one_write_and_leaves_what_does_not_fit_staged():
+def test_marks_are_written_after_everything_staged_before_them():
+    """
+    Receipts that do not fit beside the next marks go in entries of their own, ahead of the marks: a log
+    cut short after any entry holds fewer messages in flight than the whole one, never more.
+    """
     state, ledger = empty_ledger()
     accepted = random_receipts(3000)
     ledger.mark_in_flight(accepted)
     ledger.stage(accepted)
-    ledger.mark_in_flight(range(5001, 6601))  # the next window's marks: one write, whatever is staged
-    assert state.sets == 2
-    assert 0 < ledger.staged < 3000
-    ledger.flush()
-    assert ledger.staged == 0
+    assert ledger.pending == 3000
+    written = ledger.mark_in_flight(range(5001, 6601))
+    assert written == 3000
+    assert ledger.staged == ledger.pending == 0
+    assert state.sets > 2  # the receipts take more than one entry
+    # Cut after each entry: the new marks appear only in the last one, and until then the messages in
+    # flight only decrease.
+    new_marks = set(range(5001, 6601))
+    cuts = [
+        read_ledger({f"p2psms.log.{n}": state.values[f"p2psms.log.{n}"] for n in range(end)})
+        for end in range(1, state.sets + 1)
+    ]
+    in_flight = [len(cut.uncertain) for cut in cuts]
+    assert all(not cut.uncertain & new_marks for cut in cuts[:-1])
+    assert in_flight[:-1] == sorted(in_flight[:-1], reverse=True)
+    assert in_flight[0] == 3000
+    assert in_flight[-1] == 1600
     reread = read_ledger(state.values)
     assert reread.sent == accepted
     assert reread.uncertain == set(range(5001, 6601))

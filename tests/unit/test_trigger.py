@@ -1,11 +1,13 @@
-"""P2PSmsDeliveryTrigger in an event loop against the sandbox: serialization, polling, outages."""
+"""P2PSmsDeliveryTrigger in an event loop against the sandbox: serialization, polling, endings, outages."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+import time
 
+from airflow_provider_p2psms.campaign.tracking import unpack_state
 from airflow_provider_p2psms.hooks.factory import get_sms_hook
 from airflow_provider_p2psms.models import MessagesPacker, OutgoingSms
 from airflow_provider_p2psms.triggers.p2p_sms import P2PSmsDeliveryTrigger
@@ -26,7 +28,15 @@ def events(trigger: P2PSmsDeliveryTrigger) -> list[dict]:
 
 def test_serialize_round_trip_keeps_every_argument(sms_connections):
     trigger = P2PSmsDeliveryTrigger(
-        sms_conn_id="bitel_default", messages=[["a" * 32, "09121234567"]], poke_interval=2.5
+        sms_conn_id="bitel_default",
+        messages=[["a" * 32, "09121234567"]],
+        poke_interval=2.5,
+        min_delivered_ratio=0.9,
+        uncertain=3,
+        rejected=1,
+        fail_early=True,
+        give_up_at=1_800_000_000.5,
+        timeout_at=1_800_000_100.0,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_p2psms.triggers.p2p_sms.P2PSmsDeliveryTrigger"
@@ -36,7 +46,23 @@ def test_serialize_round_trip_keeps_every_argument(sms_connections):
         "sms_conn_id": "bitel_default",
         "messages": [["a" * 32, "09121234567"]],
         "poke_interval": 2.5,
+        "min_delivered_ratio": 0.9,
+        "uncertain": 3,
+        "rejected": 1,
+        "fail_early": True,
+        "give_up_at": 1_800_000_000.5,
+        "timeout_at": 1_800_000_100.0,
     }
+    # Deadlines are plain numbers: the serialized trigger stays small and JSON-ready.
+    assert json.loads(json.dumps(kwargs)) == kwargs
+
+
+def test_a_trigger_serialized_before_the_deadlines_existed_still_runs(sms_connections):
+    """A triggerer may pick up a trigger row written by the previous version: it waits for every message."""
+    sms_connections.configure(delivery_seconds=0.2)
+    messages = send(["09121234567", "09121230001"])
+    payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
+    assert payloads == [{"status": "done", "ending": "all_final", "state": "df", "polls": payloads[0]["polls"]}]
 
 
 def test_the_trigger_polls_with_the_async_client_only(sms_connections, monkeypatch):
@@ -51,7 +77,7 @@ def test_the_trigger_polls_with_the_async_client_only(sms_connections, monkeypat
     monkeypatch.setattr(P2PSmsHook, "get_statuses", blocking)
     monkeypatch.setattr(P2PSmsHook, "request", blocking)
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
-    assert payloads == [{"status": "done", "state": "df", "polls": payloads[0]["polls"]}]
+    assert payloads == [{"status": "done", "ending": "all_final", "state": "df", "polls": payloads[0]["polls"]}]
     status_requests = [r for r in sms_connections.requests() if "/status/" in r["path"]]
     assert len(status_requests) >= 2
 
@@ -60,7 +86,7 @@ def test_polls_until_every_message_is_final(sms_connections):
     sms_connections.configure(delivery_seconds=0.3)
     messages = send(["09121234567", "09121230001", "09121230002"])
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
-    assert payloads == [{"status": "done", "state": "dfb", "polls": payloads[0]["polls"]}]
+    assert payloads == [{"status": "done", "ending": "all_final", "state": "dfb", "polls": payloads[0]["polls"]}]
     assert payloads[0]["polls"] >= 2
 
 
@@ -73,8 +99,11 @@ def test_a_compressed_receipt_is_tracked_message_by_message(sms_connections):
     assert messages.startswith("zlib:")
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
     assert [payload["status"] for payload in payloads] == ["done"]
-    assert len(payloads[0]["state"]) == 1500
-    assert set(payloads[0]["state"]) == {"d"}
+    state = unpack_state(payloads[0]["state"])
+    assert len(state) == 1500
+    assert set(state) == {"d"}
+    # The event carries the state compressed: it is stored in the metadata DB with the trigger's event.
+    assert len(payloads[0]["state"]) < 100
 
 
 def test_a_status_outage_does_not_end_the_wait(sms_connections, monkeypatch):
@@ -110,3 +139,104 @@ def test_a_bad_token_ends_the_wait_with_an_error_event(sms_connections, monkeypa
     assert len(payloads) == 1 and payloads[0]["status"] == "error"
     assert "refused the API token of connection 'bitel_default' (HTTP 401)" in payloads[0]["message"]
     assert "not-the-token" not in payloads[0]["message"]
+
+
+def test_gives_up_at_the_deadline_after_one_last_poll_of_everything(sms_connections):
+    """A message that never becomes final ends the wait at ``give_up_at``, not at Airflow's timeout."""
+    sms_connections.configure(delivery_seconds=0.2)
+    messages = send(["09121230009", "09121234567", "09351234567", "09121230001"])
+    started = time.monotonic()
+    payloads = events(
+        P2PSmsDeliveryTrigger(
+            sms_conn_id="bitel_default",
+            messages=messages,
+            poke_interval=30,  # the deadline cuts the pause short
+            min_delivered_ratio=0.5,
+            fail_early=True,
+            give_up_at=time.time() + 1.0,
+            timeout_at=time.time() + 20,
+        )
+    )
+    assert 0.9 < time.monotonic() - started < 10
+    assert payloads == [{"status": "done", "ending": "gave_up", "state": "sddf", "polls": payloads[0]["polls"]}]
+
+
+def test_ends_as_a_timeout_before_airflow_would_time_the_deferral_out(sms_connections):
+    sms_connections.configure(delivery_seconds=0.2)
+    messages = send(["09121230009", "09121234567"])
+    started = time.monotonic()
+    payloads = events(
+        P2PSmsDeliveryTrigger(
+            sms_conn_id="bitel_default", messages=messages, poke_interval=30, timeout_at=time.time() + 1.0
+        )
+    )
+    assert time.monotonic() - started < 10
+    assert [(p["status"], p["ending"]) for p in payloads] == [("done", "timeout")]
+    assert payloads[0]["state"][0] != "d"
+
+
+def test_a_poll_still_running_at_the_timeout_is_cut_short(sms_connections, monkeypatch):
+    """A slow status read (retries, backoff) cannot carry the trigger past ``timeout_at``."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BITEL_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "bitel",
+                "password": "sandbox-bitel-token",
+                "host": sms_connections.url,
+                "extra": {"max_retries": 50, "retry_backoff": 0.5},
+            }
+        ),
+    )
+    messages = send(["09121234567"])
+    sms_connections.configure(status_5xx_rate=1.0)
+    started = time.monotonic()
+    payloads = events(
+        P2PSmsDeliveryTrigger(
+            sms_conn_id="bitel_default", messages=messages, poke_interval=0.1, timeout_at=time.time() + 1.0
+        )
+    )
+    assert time.monotonic() - started < 5
+    assert [(p["status"], p["ending"], p["state"]) for p in payloads] == [("done", "timeout", "p")]
+
+
+def test_fails_early_once_the_target_is_out_of_reach(sms_connections):
+    """One failed message of two, a target of 90%: the stuck one cannot save it, so the wait ends now."""
+    sms_connections.configure(delivery_seconds=0.2)
+    messages = send(["09121230001", "09121230009"])
+    started = time.monotonic()
+    payloads = events(
+        P2PSmsDeliveryTrigger(
+            sms_conn_id="bitel_default",
+            messages=messages,
+            poke_interval=0.1,
+            min_delivered_ratio=0.9,
+            fail_early=True,
+            timeout_at=time.time() + 60,
+        )
+    )
+    assert time.monotonic() - started < 10
+    assert [(p["ending"], p["state"]) for p in payloads] == [("unreachable", "fs")]
+
+
+def test_uncertain_and_rejected_messages_count_against_the_target(sms_connections):
+    """2 tracked messages, and 2 more attempted and never tracked (1 uncertain, 1 rejected): at most 50%."""
+    sms_connections.configure(delivery_seconds=0.2)
+    messages = send(["09121234567", "09351234567"])
+
+    def ending(min_delivered_ratio: float) -> tuple[str, str]:
+        trigger = P2PSmsDeliveryTrigger(
+            sms_conn_id="bitel_default",
+            messages=messages,
+            poke_interval=0.1,
+            min_delivered_ratio=min_delivered_ratio,
+            uncertain=1,
+            rejected=1,
+            fail_early=True,
+            timeout_at=time.time() + 60,
+        )
+        [payload] = events(trigger)
+        return payload["ending"], payload["state"]
+
+    assert ending(0.6) == ("unreachable", "pp")  # out of reach at the first poll, nothing delivered yet
+    assert ending(0.5) == ("all_final", "dd")
