@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import pytest
+    from typing_extensions import Self
 
 #: A token distinctive enough that finding it anywhere in a message or a log is a leak.
 SECRET_TOKEN = "tok-DO-NOT-LEAK-7f3a9c"
@@ -47,7 +48,54 @@ def closed_port() -> int:
 Answer = tuple[int, Any, dict[str, str]]
 
 
-class ScriptedServer:
+def send_one_bulk(sandbox: Any, recipients: list[str], token: str, text: str = "hi") -> str:
+    """
+    Send one IPPanel ``params`` element to ``recipients`` straight to the sandbox; return its outbox id.
+
+    A hook batch holds at most 100 recipients; this makes a bulk larger than a report page.
+    """
+    import requests
+
+    from airflow_provider_p2psms.sandbox import DEFAULT_IPPANEL_SENDER
+
+    sent = requests.post(
+        f"{sandbox.ippanel_url}/api/send",
+        json={
+            "sending_type": "peer_to_peer",
+            "from_number": DEFAULT_IPPANEL_SENDER,
+            "params": [{"recipients": recipients, "message": text}],
+        },
+        headers={"Authorization": token},
+        timeout=5,
+    )
+    (outbox_id,) = sent.json()["data"]["message_outbox_ids"]
+    return str(outbox_id)
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1, run for the length of a ``with`` block (subclasses set ``_httpd``)."""
+
+    _httpd: ThreadingHTTPServer
+
+    def _serve(self, httpd: ThreadingHTTPServer) -> None:
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+class ScriptedServer(LoopbackServer):
     """
     A loopback HTTP server that answers each path with a fixed answer and records what it got.
 
@@ -92,19 +140,6 @@ class ScriptedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_port}"
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        self._serve(httpd)

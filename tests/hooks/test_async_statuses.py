@@ -20,7 +20,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import requests
 
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsAuthenticationError, SmsGatewayUnavailable
 from airflow_provider_p2psms.hooks import ippanel
@@ -29,7 +28,7 @@ from airflow_provider_p2psms.hooks.ippanel import IPPanelHook
 from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, OutgoingSms, SmsReceipt
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_GATEWAY, DEFAULT_IPPANEL_SENDER
 from tests.helpers import GATEWAYS
-from tests.hooks import SECRET_TOKEN, Answer, ScriptedServer, closed_port, use_connection
+from tests.hooks import SECRET_TOKEN, Answer, LoopbackServer, ScriptedServer, closed_port, send_one_bulk, use_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -125,7 +124,7 @@ class _QuietHTTPServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class PacedServer:
+class PacedServer(LoopbackServer):
     """
     A loopback HTTP server for what the sandbox cannot do: answers in sequence, and holding requests.
 
@@ -177,8 +176,7 @@ class PacedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(_QuietHTTPServer(("127.0.0.1", 0), Handler))
 
     def _arrive(self, target: str) -> Answer:
         with self._lock:
@@ -190,21 +188,8 @@ class PacedServer:
             return answer
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_port}"
-
-    @property
     def statuses(self) -> list[int]:
         return [status for _, _, status in self.log]
-
-    def __enter__(self) -> PacedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
 
 # ---------------------------------------------------------------- the same states
@@ -288,19 +273,8 @@ def test_the_async_path_reads_a_bulk_larger_than_one_report_page_across_all_page
     recipients[-10] = "+989121230001"
     recipients[-5] = "+989121230002"
     hook = connect()
-    # One params element of more recipients than a hook batch holds: send it directly.
-    sent = requests.post(
-        f"{sandbox.ippanel_url}/api/send",
-        json={
-            "sending_type": "peer_to_peer",
-            "from_number": DEFAULT_IPPANEL_SENDER,
-            "params": [{"recipients": recipients, "message": "hi"}],
-        },
-        headers={"Authorization": SECRET_TOKEN},
-        timeout=5,
-    )
-    (outbox_id,) = sent.json()["data"]["message_outbox_ids"]
-    receipts = [SmsReceipt(str(outbox_id), recipient) for recipient in recipients]
+    outbox_id = send_one_bulk(sandbox, recipients, SECRET_TOKEN)
+    receipts = [SmsReceipt(outbox_id, recipient) for recipient in recipients]
 
     states = read_async(hook, receipts)
 

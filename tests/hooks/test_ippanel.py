@@ -26,7 +26,7 @@ from airflow_provider_p2psms.sandbox import (
     MARKER_REJECT,
 )
 from tests.helpers import connection_env
-from tests.hooks import ScriptedServer, closed_port, use_connection
+from tests.hooks import ScriptedServer, closed_port, send_one_bulk, use_connection
 
 SEND_PATH = "/v1/api/send"
 TEHRAN = timezone(timedelta(hours=3, minutes=30))
@@ -220,23 +220,12 @@ def test_a_bulk_larger_than_one_report_page_is_read_across_all_pages(connect, sa
     sandbox.configure(delivery_seconds=0)
     count = ippanel.REPORT_PAGE_SIZE + 30
     recipients = [f"+98912{index:07d}" for index in range(100, 100 + count)]
-    # One params element of more recipients than a hook batch holds: send it directly.
     recipients[-10] = "+989121230001"
     recipients[-5] = "+989121230002"
-    sent = requests.post(
-        f"{sandbox.ippanel_url}/api/send",
-        json={
-            "sending_type": "peer_to_peer",
-            "from_number": DEFAULT_IPPANEL_SENDER,
-            "params": [{"recipients": recipients, "message": "hi"}],
-        },
-        headers={"Authorization": DEFAULT_IPPANEL_KEY},
-        timeout=5,
-    )
-    (outbox_id,) = sent.json()["data"]["message_outbox_ids"]
+    outbox_id = send_one_bulk(sandbox, recipients, DEFAULT_IPPANEL_KEY)
     hook = connect()
 
-    states = hook.get_statuses([SmsReceipt(str(outbox_id), recipient) for recipient in recipients])
+    states = hook.get_statuses([SmsReceipt(outbox_id, recipient) for recipient in recipients])
 
     assert len(states) == count
     assert [s.recipient for s in states] == recipients
