@@ -8,7 +8,7 @@ receipt and the delivery report) are JSON-ready ``TypedDict``\\s.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from hashlib import blake2b
 from typing import Any, TypedDict
@@ -52,10 +52,17 @@ class OutgoingSms:
 
     :param recipient: the number in the gateway's wire format (see ``P2PSmsHook.normalize_number``).
     :param text: the rendered message.
+    :param row: the input row it was rendered from, numbered from 1 (0 when not from a row). Not part
+        of the message's identity, and never sent.
+    :param row_key: that row's key (the operator's ``key_field``), when it has one. Not sent either.
+    :param parts: the SMS parts the text takes, when counted already (0: not counted).
     """
 
     recipient: str
     text: str
+    row: int = field(default=0, compare=False)
+    row_key: str | None = field(default=None, compare=False)
+    parts: int = field(default=0, compare=False)
 
 
 def message_key(recipient: str, text: str) -> int:
@@ -122,12 +129,17 @@ class DeliveryState:
     :param recipient: the number, in wire format.
     :param status: the normalized status.
     :param provider_status: the gateway's own words for it (code and name), for reports.
+    :param parts: the SMS parts the gateway counted for the message, when its report says.
+    :param price: what the gateway charged for it, when its report says; a price read before the
+        message is final may still change.
     """
 
     message_id: str
     recipient: str
     status: DeliveryStatus
     provider_status: str
+    parts: int | None = None
+    price: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -142,7 +154,9 @@ class ReceiptCounts(TypedDict):
     ``invalid`` rows were left out; ``duplicate`` rows repeated an earlier (number, text) pair;
     ``uncertain`` messages may or may not have been accepted; ``rejected`` messages were refused by
     the gateway (a number it does not take) and not sent; ``dry_run`` messages were only rendered and
-    validated.
+    validated. ``parts`` is the SMS parts of the ``sent`` messages (as the gateway counted them, else
+    as their texts take); ``price`` the sum of the prices the gateway gave at send, ``None`` when it
+    gave none (Bitel prices a message only once it is processed: the sensor's report has them).
     """
 
     requested: int
@@ -153,6 +167,8 @@ class ReceiptCounts(TypedDict):
     uncertain: int
     rejected: int
     dry_run: int
+    parts: int
+    price: float | None
 
 
 class SendReceipt(TypedDict):
@@ -164,6 +180,10 @@ class SendReceipt(TypedDict):
     characters the lines are zlib-compressed, as ``"zlib:" + base64``. Read it with
     :func:`receipt_messages`. ``problems`` holds at most a few hundred masked examples of invalid
     rows, uncertain and rejected messages, for the log and the UI; the counts are exact.
+
+    ``task`` is the send task instance (``dag_id``, ``run_id``, ``task_id``, ``map_index``), and
+    ``outcomes`` the outcomes table it wrote (``{"conn_id": ..., "table": ...}``) or ``None``: the sensor
+    updates the rows of that task instance in that table.
     """
 
     version: int
@@ -172,6 +192,8 @@ class SendReceipt(TypedDict):
     counts: ReceiptCounts
     messages: str
     problems: list[str]
+    task: dict[str, Any] | None
+    outcomes: dict[str, str] | None
 
 
 #: A receipt's ``messages`` longer than this many characters are compressed.
@@ -243,6 +265,10 @@ class DeliveryReport(TypedDict):
     ``uncertain_at_send`` + ``rejected_at_send``; ``delivered_ratio`` is delivered / attempted (``None``
     when nothing was attempted). ``counts`` maps every normalized status to its number of tracked
     messages; ``messages`` holds one ``[message_id, masked recipient, status]`` triple per message.
+    ``parts`` is the sum of the SMS parts the gateway's status reports gave for tracked messages (0 when
+    none did); ``price`` the sum of the prices in the reports that made messages final, ``None`` when none
+    gave one. The sensor writes the same values into the rows of an outcomes table, so the rows' sums
+    can be checked against them.
     """
 
     provider: str
@@ -256,4 +282,6 @@ class DeliveryReport(TypedDict):
     delivered_ratio: float | None
     min_delivered_ratio: float
     counts: dict[str, int]
+    parts: int
+    price: float | None
     messages: list[list[str]]

@@ -7,8 +7,8 @@ so the receipt never holds a campaign's messages as Python objects; problems kee
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.models import MessagesPacker, ReceiptCounts, SendReceipt
 
@@ -36,14 +36,26 @@ class ReceiptBuilder:
         self._accepted = MessagesPacker()
         self.accepted = 0
         self.resumed = 0
+        self.parts = 0
+        self.price: float | None = None
         self.uncertain: set[int] = set()
         self.rejected: set[int] = set()
         self.problems: list[str] = []
 
-    def accept(self, pairs: Sequence[Sequence[str]], *, resumed: bool = False) -> None:
-        """Add accepted ``(message_id, recipient)`` pairs; ``resumed`` when an earlier try sent them."""
+    def accept(
+        self, pairs: Sequence[Sequence[str]], *, resumed: bool = False, parts: int = 0, price: float | None = None
+    ) -> None:
+        """
+        Add accepted ``(message_id, recipient)`` pairs; ``resumed`` when an earlier try sent them.
+
+        :param parts: their SMS parts, all together.
+        :param price: their price as the gateway gave it, all together; ``None`` when it gave none.
+        """
         self._accepted.add(pairs)
         self.accepted += len(pairs)
+        self.parts += parts
+        if price is not None:
+            self.price = price if self.price is None else self.price + price
         if resumed:
             self.resumed += len(pairs)
 
@@ -60,8 +72,20 @@ class ReceiptBuilder:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
 
-    def build(self, rows: MessageBuilder, *, dry_run: int = 0) -> SendReceipt:
-        """The receipt: ``rows``' counts and problems beside what was sent (or, in a dry run, would be)."""
+    def build(
+        self,
+        rows: MessageBuilder,
+        *,
+        dry_run: int = 0,
+        task: Mapping[str, Any] | None = None,
+        outcomes: Mapping[str, str] | None = None,
+    ) -> SendReceipt:
+        """
+        The receipt: ``rows``' counts and problems beside what was sent (or, in a dry run, would be).
+
+        :param task: the send task instance (``dag_id``, ``run_id``, ``task_id``, ``map_index``).
+        :param outcomes: the outcomes table written, ``{"conn_id": ..., "table": ...}``.
+        """
         counts = ReceiptCounts(
             requested=rows.requested,
             sent=self.accepted,
@@ -71,6 +95,8 @@ class ReceiptBuilder:
             uncertain=len(self.uncertain),
             rejected=len(self.rejected),
             dry_run=dry_run,
+            parts=self.parts,
+            price=self.price,
         )
         return {
             "version": RECEIPT_VERSION,
@@ -79,4 +105,6 @@ class ReceiptBuilder:
             "counts": counts,
             "messages": self._accepted.value(),
             "problems": [*rows.problems, *self.problems][:MAX_PROBLEMS],
+            "task": dict(task) if task is not None else None,
+            "outcomes": dict(outcomes) if outcomes is not None else None,
         }

@@ -11,12 +11,15 @@ import ast
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.campaign.receipt import MAX_PROBLEMS
 from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.models import OutgoingSms, message_key
 from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
+
+if TYPE_CHECKING:
+    from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
 
 #: Context entries a message template may not use: a text must never carry a credential.
 _HIDDEN_CONTEXT = frozenset({"conn"})
@@ -128,6 +131,10 @@ class MessageBuilder:
     :param phone_field: the row field holding the number.
     :param max_parts: the most SMS parts a text may take.
     :param fail_on_invalid: raise on the first invalid row instead of skipping it.
+    :param key_field: the row field that identifies a row (e.g. a customer id), carried into each
+        message (``OutgoingSms.row_key``) and every problem line. A row without it, or with a key an
+        earlier row had, is invalid: it is never sent.
+    :param recorder: where rows that are left out are written (the outcomes table), when set.
     """
 
     def __init__(
@@ -139,6 +146,8 @@ class MessageBuilder:
         phone_field: str,
         max_parts: int,
         fail_on_invalid: bool,
+        key_field: str | None = None,
+        recorder: OutcomeRecorder | None = None,
     ) -> None:
         self._template = template
         # The template's globals and the context, merged once: each row only sets "row" in it, where
@@ -151,7 +160,10 @@ class MessageBuilder:
         self._phone_field = phone_field
         self._max_parts = max_parts
         self._fail_on_invalid = fail_on_invalid
+        self._key_field = key_field
+        self._recorder = recorder
         self._seen: set[int] = set()
+        self._seen_keys: set[int] = set()
         self.requested = 0
         self.invalid = 0
         self.duplicate = 0
@@ -159,20 +171,48 @@ class MessageBuilder:
 
     def build(self, rows: Iterable[Any]) -> Iterator[tuple[int, OutgoingSms]]:
         """Yield one (key, message) per valid, new (number, text) pair, in row order."""
+        keyed = self._key_field is not None
         for number, row in enumerate(rows, start=1):
             self.requested = number
-            problem, message = self._message(number, row)
+            row_key: str | None = None
+            if keyed:
+                row_key, problem = self._row_key(row)
+                if problem:
+                    # A repeated key names the row of the first one in the outcomes table: not this row's.
+                    self._invalid(number, problem, row_key, record=False)
+                    continue
+            problem, message = self._message(number, row, row_key)
             if message is None:
-                self._invalid(number, problem)
+                self._invalid(number, problem, row_key)
                 continue
             key = message_key(message.recipient, message.text)
             if key in self._seen:
                 self.duplicate += 1
+                if self._recorder is not None and row_key is not None:
+                    reason = "the same number and text as an earlier row: sent once"
+                    self._recorder.left_out(row_key, "duplicate", reason, message.recipient)
                 continue
             self._seen.add(key)
             yield key, message
+        if self._recorder is not None:
+            self._recorder.finish_thread()
 
-    def _message(self, number: int, row: Any) -> tuple[str, OutgoingSms | None]:
+    def _row_key(self, row: Any) -> tuple[str | None, str]:
+        """The row's key, and a problem when it has none or repeats one (the key is returned to name the row)."""
+        field = self._key_field
+        value = row.get(field) if isinstance(row, Mapping) else None
+        if value is None or isinstance(value, bool) or (key := str(value).strip()) == "":
+            if isinstance(row, Mapping) and field not in row:
+                names = ", ".join(map(str, row)) or "none"
+                return None, f"has no field '{field}' (key_field; its fields: {names})"
+            return None, f"has no key: its field '{field}' (key_field) is empty"
+        digest = message_key(field or "", key)
+        if digest in self._seen_keys:
+            return key, f"duplicate key: an earlier row has the key {key!r} (key_field '{field}'); not sent"
+        self._seen_keys.add(digest)
+        return key, ""
+
+    def _message(self, number: int, row: Any, row_key: str | None = None) -> tuple[str, OutgoingSms | None]:
         field = self._phone_field
         if isinstance(row, Mapping):
             if field not in row:
@@ -187,7 +227,7 @@ class MessageBuilder:
             recipient = self._normalize(fields[field])
         except InvalidPhoneNumber as error:
             return f"field '{field}' {error.masked} {error.reason}", None
-        text = self._render(number, fields).strip()
+        text = self._render(row_label(number, row_key), fields).strip()
         if not text:
             return "the message rendered empty", None
         parts = count_sms_parts(text)
@@ -196,9 +236,9 @@ class MessageBuilder:
                 f"the message needs {parts} SMS parts ({len(text)} characters, {sms_encoding(text)}); "
                 f"max_parts is {self._max_parts}"
             ), None
-        return "", OutgoingSms(recipient, text)
+        return "", OutgoingSms(recipient, text, number, row_key, parts)
 
-    def _render(self, number: int, fields: Mapping[str, Any]) -> str:
+    def _render(self, row: str, fields: Mapping[str, Any]) -> str:
         from jinja2 import TemplateError, UndefinedError
 
         template = self._template
@@ -213,21 +253,31 @@ class MessageBuilder:
         except UndefinedError as error:
             names = ", ".join(map(str, fields))
             raise SmsInputError(
-                f"Row {number}: the message template uses an undefined value ({error.message}). The row's fields "
+                f"{row}: the message template uses an undefined value ({error.message}). The row's fields "
                 f"are: {names}. Fix the template, or give a fallback like {{{{ row.name | default('') }}}}."
             ) from None
         except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as error:
-            raise SmsInputError(
-                f"Row {number}: rendering the message failed: {type(error).__name__}: {error}."
-            ) from None
+            raise SmsInputError(f"{row}: rendering the message failed: {type(error).__name__}: {error}.") from None
 
-    def _invalid(self, number: int, problem: str) -> None:
+    def _invalid(self, number: int, problem: str, row_key: str | None = None, *, record: bool = True) -> None:
         self.invalid += 1
-        text = f"Row {number}: {problem}."
+        text = f"{row_label(number, row_key)}: {problem}."
         if self._fail_on_invalid:
             raise SmsInputError(f"{text} on_invalid='fail', so nothing was sent.")
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
+        if record and self._recorder is not None and row_key is not None:
+            self._recorder.left_out(row_key, "invalid", problem)
+
+
+def row_label(number: int, row_key: str | None) -> str:
+    """How a problem line names a row: ``Row 12``, or ``Row 12 (key 'C-77')`` once rows have keys."""
+    return f"Row {number}" if row_key is None else f"Row {number} (key {row_key!r})"
+
+
+def text_parts(message: OutgoingSms) -> int:
+    """The SMS parts of a message's text, as the builder counted them (or counted now)."""
+    return message.parts or count_sms_parts(message.text)
 
 
 def compile_template(message: str, environment: Any = None) -> Any:
@@ -260,9 +310,10 @@ def spooled(messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, 
 
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         for key, message in messages:
-            spool.write(json.dumps([key, message.recipient, message.text], ensure_ascii=False))
+            fields = [key, message.recipient, message.text, message.row, message.row_key, message.parts]
+            spool.write(json.dumps(fields, ensure_ascii=False))
             spool.write("\n")
         spool.seek(0)
         for line in spool:
-            key, recipient, text = json.loads(line)
-            yield key, OutgoingSms(recipient, text)
+            key, recipient, text, row, row_key, parts = json.loads(line)
+            yield key, OutgoingSms(recipient, text, row, row_key, parts)

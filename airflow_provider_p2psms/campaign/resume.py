@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow_provider_p2psms.campaign.recipients import row_label, text_parts
 from airflow_provider_p2psms.utils.phone import mask_phone
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_p2psms.campaign.ledger import SendLedger
     from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
+    from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
     from airflow_provider_p2psms.models import OutgoingSms
 
 
@@ -26,12 +28,22 @@ class Resumption:
     :param ledger: the loaded ledger of the task instance.
     :param receipt: the receipt of this try.
     :param resend_uncertain: send again what an earlier try left uncertain.
+    :param recorder: the outcomes table's writer, when set: the rows of what an earlier try sent or left
+        uncertain are written again from the ledger (the repair of rows a killed try did not write).
     """
 
-    def __init__(self, ledger: SendLedger, receipt: ReceiptBuilder, *, resend_uncertain: bool) -> None:
+    def __init__(
+        self,
+        ledger: SendLedger,
+        receipt: ReceiptBuilder,
+        *,
+        resend_uncertain: bool,
+        recorder: OutcomeRecorder | None = None,
+    ) -> None:
         self.ledger = ledger
         self.receipt = receipt
         self.resend_uncertain = resend_uncertain
+        self.recorder = recorder
         self._read_earlier: set[int] = set()
 
     def fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
@@ -40,13 +52,22 @@ class Resumption:
         for key, message in messages:
             receipt = earlier.get(key)
             if receipt is not None:
-                self.receipt.accept([receipt], resumed=True)
+                parts = text_parts(message)
+                self.receipt.accept([receipt], resumed=True, parts=parts)
                 self._read_earlier.add(key)
+                if self.recorder is not None:
+                    self.recorder.resumed(message, receipt[0], parts)
             elif key in uncertain:
                 self._read_earlier.add(key)
                 if not self.resend_uncertain:
                     self.receipt.add_uncertain([key])
-                    self.receipt.problem(f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}.")
+                    where = f" in r{row_label(message.row, message.row_key)[1:]}" if message.row else ""
+                    self.receipt.problem(
+                        f"Uncertain (earlier try, not resent): {mask_phone(message.recipient)}{where}."
+                    )
+                    if self.recorder is not None:
+                        reason = "an earlier try's send of it was never answered; not resent (on_uncertain='skip')"
+                        self.recorder.uncertain(message, reason)
                 else:
                     yield key, message
             else:

@@ -13,7 +13,12 @@ Because the probes move, a message that never becomes final (a phone switched of
 hide the progress of the others: the next poll's newest or rotating probe sees it.
 
 Its state is a compact string (one letter per message, compressed when long), so the sensor can keep
-it between rescheduled pokes and the trigger can hand it back in a small event.
+it between rescheduled pokes and the trigger can hand it back in a small event. Beside it, the tracker
+keeps the SMS parts the reports gave (one byte per message, kept compressed like the state) and the
+running sum of the prices in the reports that made messages final: a final message is never asked
+about again, so each price is counted once. With ``record_changes``, it also remembers the states that
+changed a message's status since :meth:`DeliveryTracker.take_changes` was last called, for the outcomes
+table.
 
 :class:`DeliveryTarget` judges a tracker: the delivered ratio over every message the send attempted,
 and how the wait ends (see :data:`ENDINGS`).
@@ -21,10 +26,17 @@ and how the wait ends (see :data:`ENDINGS`).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_p2psms.models import DeliveryReport, DeliveryStatus, SmsReceipt, receipt_messages
+from airflow_provider_p2psms.models import (
+    DeliveryReport,
+    DeliveryState,
+    DeliveryStatus,
+    SmsReceipt,
+    receipt_messages,
+)
 from airflow_provider_p2psms.utils.phone import mask_phone
 
 if TYPE_CHECKING:
@@ -68,6 +80,8 @@ _STATUS = {letter: status for status, letter in _LETTER.items()}
 _PACKED_PREFIX = "zlib:"
 #: Spreads the rotating probe over the receipt: neighbours in a receipt were accepted together.
 _ROTATION_STRIDE = 0x9E3779B1
+#: Parts are kept in one byte per message: a concatenated SMS counts its parts in one byte (at most 255).
+_MAX_PARTS = 255
 
 
 def pack_state(state: str) -> str:
@@ -90,6 +104,29 @@ def unpack_state(state: str) -> str:
     return zlib.decompress(base64.b64decode(state[len(_PACKED_PREFIX) :])).decode()
 
 
+def pack_parts(parts: array[int]) -> str:
+    """Parts per message (0: not known) as kept between pokes: ``""`` when none is known, else compressed."""
+    if not any(parts):
+        return ""
+    import base64
+    import zlib
+
+    return base64.b64encode(zlib.compress(parts.tobytes(), 9)).decode()
+
+
+def unpack_parts(packed: str | None, count: int) -> array[int]:
+    """:func:`pack_parts`'s input back, for ``count`` messages."""
+    if not packed:
+        return array("B", bytes(count))
+    import base64
+    import zlib
+
+    parts = array("B", zlib.decompress(base64.b64decode(packed)))
+    if len(parts) != count:
+        raise ValueError(f"parts of {len(parts)} messages cannot describe {count} messages")
+    return parts
+
+
 class DeliveryTracker:
     """
     The delivery states of a receipt's messages, and the polling that updates them.
@@ -97,9 +134,21 @@ class DeliveryTracker:
     :param messages: the send receipt's ``messages`` (packed, or ``[message_id, recipient]`` pairs).
     :param state: :meth:`state` of an earlier tracker of the same messages.
     :param polls: how many polls that earlier tracker had made.
+    :param parts: :meth:`packed_parts` of that earlier tracker; default none known.
+    :param price: its :attr:`price`; default none known.
+    :param record_changes: remember the states that change, for :meth:`take_changes`; default False.
     """
 
-    def __init__(self, messages: str | list[list[str]], state: str | None = None, polls: int = 0) -> None:
+    def __init__(
+        self,
+        messages: str | list[list[str]],
+        state: str | None = None,
+        polls: int = 0,
+        *,
+        parts: str | None = None,
+        price: float | None = None,
+        record_changes: bool = False,
+    ) -> None:
         self.messages = receipt_messages(messages)
         letters = unpack_state(state) if state else ""
         if state is not None and len(letters) != len(self.messages):
@@ -108,11 +157,27 @@ class DeliveryTracker:
             [_STATUS[letter] for letter in letters] if letters else [DeliveryStatus.PENDING] * len(self.messages)
         )
         self.polls = polls
+        self.parts = unpack_parts(parts, len(self.messages))
+        #: The SMS parts the reports gave, summed over the messages (a message no report counted adds 0).
+        self.total_parts = sum(self.parts)
+        #: The sum of the prices in the reports that made messages final; ``None`` while none gave one.
+        self.price = None if price is None else float(price)
+        self.record_changes = record_changes
+        self._changes: dict[int, DeliveryState] = {}
         self._by_id: dict[str, list[int]] | None = None
 
     def state(self) -> str:
         """One letter per message (compressed when long); give it back to the constructor to resume."""
         return pack_state("".join(_LETTER[status] for status in self.statuses))
+
+    def packed_parts(self) -> str:
+        """The parts known per message, packed; give it back to the constructor (``parts``) to resume."""
+        return pack_parts(self.parts)
+
+    def take_changes(self) -> list[tuple[int, DeliveryState]]:
+        """The states read since the last call that changed a message's status, by message index; forgets them."""
+        changes, self._changes = sorted(self._changes.items()), {}
+        return changes
 
     @property
     def pending(self) -> list[int]:
@@ -142,7 +207,7 @@ class DeliveryTracker:
         except StopIteration:
             return
 
-    def _poll_steps(self, everything: bool) -> Generator[list[SmsReceipt], Sequence[Any], None]:
+    def _poll_steps(self, everything: bool) -> Generator[list[SmsReceipt], Sequence[DeliveryState], None]:
         """Yield the receipts to look up next and take their states (sent back), until this poll is done."""
         pending = self.pending
         if not pending:
@@ -173,9 +238,16 @@ class DeliveryTracker:
         message_id, recipient = self.messages[index][:2]
         return SmsReceipt(message_id=message_id, recipient=recipient)
 
-    def _apply(self, indices: Sequence[int], states: Sequence[Any]) -> None:
+    def _apply(self, indices: Sequence[int], states: Sequence[DeliveryState]) -> None:
         for index, found in zip(indices, states, strict=True):
+            parts = min(found.parts, _MAX_PARTS) if found.parts and found.parts > 0 else self.parts[index]
+            if self.record_changes and found.status is not self.statuses[index]:
+                self._changes[index] = found
             self.statuses[index] = found.status
+            self.total_parts += parts - self.parts[index]
+            self.parts[index] = parts
+            if found.status.is_final and found.price is not None:
+                self.price = (self.price or 0.0) + found.price
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in DeliveryStatus}
@@ -275,6 +347,8 @@ class DeliveryTarget:
             "delivered_ratio": None if ratio is None else round(ratio, 6),
             "min_delivered_ratio": self.min_delivered_ratio,
             "counts": tracker.counts(),
+            "parts": tracker.total_parts,
+            "price": None if tracker.price is None else round(tracker.price, 6),
             "messages": [
                 [message[0], mask_phone(message[1]), status.value]
                 for message, status in zip(tracker.messages, tracker.statuses, strict=True)

@@ -113,7 +113,8 @@ class BitelHook(P2PSmsHook):
                     message_id=str(message_id),
                     recipient=message.recipient,
                     parts=_int_or_none(result.get("partCount")),
-                    price=_float_or_none(result.get("price")),
+                    # "price is 0 until the message is processed": 0 here means not known yet.
+                    price=_float_or_none(result.get("price")) or None,
                 )
             )
         return receipts
@@ -139,7 +140,21 @@ class BitelHook(P2PSmsHook):
         known = BITEL_STATUSES.get(code) if code is not None else None
         status = known[1] if known else DeliveryStatus.UNKNOWN
         label = known[0] if known else (name or "?")
-        return [DeliveryState(receipt.message_id, receipt.recipient, status, f"{code} {label}")]
+        price = _float_or_none(result.get("price"))
+        if not status.is_final:
+            # "price is 0 until the message is processed": before a final status, 0 means not known yet.
+            # A final message's 0 is a price: one the operator never took is not charged.
+            price = price or None
+        return [
+            DeliveryState(
+                receipt.message_id,
+                receipt.recipient,
+                status,
+                f"{code} {label}",
+                parts=_int_or_none(_as_int(result.get("smsCount"))),
+                price=price,
+            )
+        ]
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -144,13 +144,18 @@ class IPPanelHook(P2PSmsHook):
 
     def _bulk_flow(self, bulk_id: str, receipts: list[SmsReceipt]) -> StatusFlow:
         """States of the receipts of one outbox entry: the recipients report, and the bulk's state if needed."""
+        # Prices: the recipients report has none per recipient, and by_bulk's ``cost`` is the whole outbox
+        # entry's (every recipient of the text in the batch), so IPPanel states carry no price.
         reported = yield from self._recipient_report(bulk_id)
         states: dict[str, DeliveryState] = {}
+        parts_of: dict[str, int | None] = {}
         for receipt in receipts:
-            code = reported.get(_match_key(receipt.recipient))
+            code, parts_of[receipt.recipient] = reported.get(_match_key(receipt.recipient), (None, None))
             if code is not None:
                 label, status = IPPANEL_RECIPIENT_STATUSES.get(code, (f"unknown status {code}", DeliveryStatus.UNKNOWN))
-                states[receipt.recipient] = DeliveryState(bulk_id, receipt.recipient, status, f"{code} {label}")
+                states[receipt.recipient] = DeliveryState(
+                    bulk_id, receipt.recipient, status, f"{code} {label}", parts=parts_of[receipt.recipient]
+                )
         if len(states) < len(receipts):
             state_id = yield from self._bulk_state_id(bulk_id)
             label, status = IPPANEL_BULK_STATES.get(
@@ -160,13 +165,22 @@ class IPPanelHook(P2PSmsHook):
                 known = states.get(receipt.recipient)
                 if known is None or (status is DeliveryStatus.REJECTED and not known.is_final):
                     states[receipt.recipient] = DeliveryState(
-                        bulk_id, receipt.recipient, status, f"bulk state {state_id} {label}"
+                        bulk_id,
+                        receipt.recipient,
+                        status,
+                        f"bulk state {state_id} {label}",
+                        parts=parts_of[receipt.recipient],
                     )
         return [states[r.recipient] for r in receipts]
 
-    def _recipient_report(self, bulk_id: str) -> Generator[ApiCall, GatewayResponse, dict[str, str]]:
-        """Recipient (national digits) to ``message_status``, over every page; rows with no status are left out."""
-        statuses: dict[str, str] = {}
+    def _recipient_report(
+        self, bulk_id: str
+    ) -> Generator[ApiCall, GatewayResponse, dict[str, tuple[str | None, int | None]]]:
+        """
+        Recipient (national digits) to its ``message_status`` (``None`` until the bulk is sent) and
+        ``msg_parts``, over every page.
+        """
+        found: dict[str, tuple[str | None, int | None]] = {}
         page = 1
         while True:
             answer = yield ApiCall(
@@ -177,12 +191,16 @@ class IPPanelHook(P2PSmsHook):
             if not isinstance(rows, list):
                 raise self._unexpected("a recipients report", bulk_id)
             for row in rows:
-                if isinstance(row, dict) and row.get("message_status") not in (None, ""):
-                    statuses[_match_key(str(row.get("recipient", "")))] = str(row["message_status"])
+                if isinstance(row, dict):
+                    status = row.get("message_status")
+                    found[_match_key(str(row.get("recipient", "")))] = (
+                        None if status in (None, "") else str(status),
+                        _parts(row.get("msg_parts")),
+                    )
             meta = payload.get("meta")
             last_page = meta.get("last_page") if isinstance(meta, dict) else None
             if not isinstance(last_page, int) or page >= last_page or not rows:
-                return statuses
+                return found
             page += 1
 
     def _bulk_state_id(self, bulk_id: str) -> Generator[ApiCall, GatewayResponse, int | None]:
@@ -284,6 +302,13 @@ def _refusal(error: SmsRequestRejected, recipients: list[list[str]]) -> SmsReque
         hint=error.hint,
         refused=named or None,
     )
+
+
+def _parts(value: Any) -> int | None:
+    """``msg_parts`` of a report row (a number, or digits in a string), ``None`` when absent or not one."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _match_key(number: str) -> str:

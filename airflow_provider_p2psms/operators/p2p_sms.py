@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
-from airflow_provider_p2psms.hooks.factory import get_sms_hook, scheduling_hint
-from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
+from airflow_provider_p2psms.hooks.factory import get_sms_hook
+from airflow_provider_p2psms.operators.steps import log_summary, outcomes_target, preview, resolve_send_time, templated
 from airflow_provider_p2psms.utils.rendered import PersonalDataFields, as_bool
 from airflow_provider_p2psms.utils.window import SendWindow
 
@@ -19,10 +20,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_p2psms.campaign.ledger import SendLedger
-    from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
-    from airflow_provider_p2psms.campaign.recipients import MessageBuilder
+    from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
-    from airflow_provider_p2psms.models import OutgoingSms, SendReceipt
+    from airflow_provider_p2psms.models import SendReceipt
 
 OnInvalid = Literal["skip", "fail"]
 OnEmpty = Literal["skip", "succeed", "fail"]
@@ -57,6 +57,15 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
     :param sql_conn_id: the Airflow connection ``sql`` runs on (any common-sql database). (templated)
     :param parameters: bind parameters of ``sql``. (templated)
     :param phone_field: the row field holding the phone number; default ``"phone"``.
+    :param key_field: the row field that identifies a row, e.g. ``"customer_id"``: carried into every
+        problem line and outcome row. A row without it, or with a key an earlier row had, is invalid (never
+        sent). Required with an outcomes table: a row's number is not stable across retries of an
+        unordered query, its key is.
+    :param outcomes_conn_id: a SQL connection (any common-sql database) whose ``outcomes_table`` gets one
+        row per input row: its status, message id, parts and price, written as rows are read and batches
+        answered; the delivery sensor then writes the final statuses. (templated)
+    :param outcomes_table: the outcomes table, created when missing, checked when present; default
+        ``p2psms_outcomes`` once ``outcomes_conn_id`` is set. Given alone, it is on ``sql_conn_id``. (templated)
     :param on_invalid: ``"skip"`` (default): invalid rows are left out and reported, masked;
         ``"fail"``: if any row is invalid, nothing at all is sent.
     :param on_empty: when there is nothing to send: ``"skip"`` (default, the task is skipped),
@@ -99,6 +108,8 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         "sql",
         "sql_conn_id",
         "parameters",
+        "outcomes_conn_id",
+        "outcomes_table",
         "dry_run",
         "send_time",
         "send_window",
@@ -122,6 +133,9 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         sql_conn_id: str | None = None,
         parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         phone_field: str = "phone",
+        key_field: str | None = None,
+        outcomes_conn_id: str | None = None,
+        outcomes_table: str | None = None,
         on_invalid: OnInvalid = "skip",
         on_empty: OnEmpty = "skip",
         on_uncertain: OnUncertain = "skip",
@@ -143,6 +157,14 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             problems.append("give exactly one recipient source: recipients=... or sql=... (with sql_conn_id)")
         if sql is not None and not sql_conn_id:
             problems.append("sql needs sql_conn_id, the connection to run it on")
+        outcomes_conn_id, outcomes_table = outcomes_target(outcomes_conn_id, outcomes_table, sql_conn_id, problems)
+        if outcomes_conn_id and not key_field:
+            problems.append(
+                "an outcomes table needs key_field, the row field that identifies a row (e.g. 'customer_id'): "
+                "a row's number is not stable across retries of an unordered query"
+            )
+        if key_field is not None and (not isinstance(key_field, str) or not key_field.strip()):
+            problems.append(f"key_field must be a row field's name, not {key_field!r}")
         for name, value, allowed in (
             ("on_invalid", on_invalid, ("skip", "fail")),
             ("on_empty", on_empty, ("skip", "succeed", "fail")),
@@ -161,12 +183,12 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
                 problems.append(f"{name} must be a whole number of at least 1, not {number!r}")
         if not isinstance(message, str) or not message.strip():
             problems.append("message must be a non-empty template string")
-        if send_window is not None and not _templated(send_window, timezone):
+        if send_window is not None and not templated(send_window, timezone):
             try:
                 SendWindow.parse(send_window, timezone)
             except SmsConfigurationError as error:
                 problems.append(str(error).rstrip("."))
-        if not _templated(dry_run):
+        if not templated(dry_run):
             try:
                 dry_run = as_bool(dry_run, "dry_run")
             except SmsConfigurationError as error:
@@ -183,6 +205,9 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         self.sql_conn_id = sql_conn_id
         self.parameters = parameters
         self.phone_field = phone_field
+        self.key_field = key_field
+        self.outcomes_conn_id = outcomes_conn_id
+        self.outcomes_table = outcomes_table
         self.on_invalid = on_invalid
         self.on_empty = on_empty
         self.on_uncertain = on_uncertain
@@ -228,12 +253,16 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
 
     def _send(self, context: Context, scheduled_for: datetime | None) -> SendReceipt:
         # The engine loads when the task runs, not each time the DAG file is parsed.
+        from airflow_provider_p2psms.campaign.outcomes import SendTaskKey
         from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
-        from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows, spooled
-        from airflow_provider_p2psms.campaign.resume import Resumption
+        from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows
 
         hook = get_sms_hook(self.sms_conn_id)
-        send_time = self._send_time(hook, scheduled_for or self.send_time, retry=context["ti"].try_number > 1)
+        send_time = resolve_send_time(
+            hook, scheduled_for or self.send_time, self.sms_conn_id, retry=context["ti"].try_number > 1, log=self.log
+        )
+        task = SendTaskKey.from_context(context)
+        recorder = None if self.dry_run else self._recorder(task, hook)
         builder = MessageBuilder(
             template=compile_template(self.message, self.get_template_env()),
             context=context,
@@ -241,6 +270,8 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             phone_field=self.phone_field,
             max_parts=self.max_parts,
             fail_on_invalid=self.on_invalid == "fail",
+            key_field=self.key_field,
+            recorder=recorder,
         )
         rows = iter_rows(
             recipients=self.personal_value("recipients"),
@@ -251,7 +282,12 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         )
         receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id)
         if self.dry_run:
-            return self._dry_run(hook, builder, rows, receipt)
+            built = preview(hook, builder, rows, receipt, self.log)
+            if not built["counts"]["dry_run"]:
+                self._on_nothing_to_send(built)
+            return built
+
+        from airflow_provider_p2psms.campaign.run import send_campaign
 
         ledger = self._ledger(context)
         ledger.load()
@@ -261,31 +297,22 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
                 len(ledger.sent),
                 len(ledger.uncertain),
             )
-        resumption = Resumption(ledger, receipt, resend_uncertain=self.on_uncertain == "resend")
-        messages = resumption.fresh(builder.build(rows))
-        if self.on_invalid == "fail":
-            messages = spooled(messages)
-        results = hook.send_messages(
-            (message for _, message in messages),
+        send_campaign(
+            hook,
+            builder.build(rows),
+            ledger=ledger,
+            receipt=receipt,
+            recorder=recorder,
+            resend_uncertain=self.on_uncertain == "resend",
+            check_all_first=self.on_invalid == "fail",
             max_concurrency=self.max_concurrency,
             send_time=send_time,
-            ledger=ledger,
             on_rejected=self.on_rejected,
+            log=self.log,
         )
-        for result in results:
-            if result.accepted:
-                receipt.accept([[r.message_id, r.recipient] for r in result.receipts])
-            elif result.rejected is not None:
-                receipt.add_rejected(result.keys)
-                for message in result.messages:
-                    receipt.problem(f"Rejected: {mask_phone(message.recipient)} ({result.rejected}).")
-            else:
-                receipt.add_uncertain(result.keys)
-                for message in result.messages:
-                    receipt.problem(f"Uncertain: {mask_phone(message.recipient)} ({result.uncertain}).")
-        resumption.merge_unread()
-        built = receipt.build(builder)
-        self._log_summary(hook, built)
+        outcomes = None if recorder is None else {"conn_id": recorder.sql_conn_id, "table": recorder.table}
+        built = receipt.build(builder, task=dataclasses.asdict(task), outcomes=outcomes)
+        log_summary(self.log, hook, self.sms_conn_id, built)
         if receipt.uncertain and self.on_uncertain == "resend":
             raise P2PSmsError(
                 f"{len(receipt.uncertain)} messages are uncertain and on_uncertain='resend': failing this "
@@ -295,66 +322,25 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             self._on_nothing_to_send(built)
         return built
 
-    # ------------------------------------------------------------------ steps
-
-    def _send_time(self, hook: P2PSmsHook, value: datetime | str | None, *, retry: bool) -> datetime | None:
-        if value in (None, ""):
+    def _recorder(self, task: Any, hook: P2PSmsHook) -> OutcomeRecorder | None:
+        """The outcomes table's writer, its table created or checked before any row is read; or None."""
+        if not self.outcomes_conn_id:
             return None
-        if not hook.supports_send_time:
-            raise SmsConfigurationError(
-                f"send_time is set, but {hook.provider_name} (connection '{self.sms_conn_id}') cannot schedule "
-                f"a send. {scheduling_hint()}"
-            )
-        import pendulum
+        from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
 
-        try:
-            moment = pendulum.parse(value, tz="UTC") if isinstance(value, str) else pendulum.instance(value, tz="UTC")
-        except (ValueError, TypeError) as error:
-            raise SmsConfigurationError(
-                f"send_time {value!r} is not a date-time; use ISO 8601, e.g. '2026-03-12T21:20:00+03:30'. ({error})"
-            ) from None
-        if not isinstance(moment, pendulum.DateTime):
-            raise SmsConfigurationError(
-                f"send_time {value!r} is not a date-time (it parsed as {type(moment).__name__})."
-            )
-        if moment < pendulum.now("UTC"):
-            if retry:
-                # The first try scheduled what it sent for send_time, which has come: the rest goes now.
-                self.log.warning(
-                    "send_time %s has passed since the first try: this retry sends what is left now.",
-                    moment.isoformat(),
-                )
-                return None
-            raise SmsConfigurationError(f"send_time {moment.isoformat()} is in the past.")
-        return moment
+        recorder = OutcomeRecorder(self.outcomes_conn_id, self.outcomes_table or "", task, hook.conn_type)
+        # Before the rows are read: on SQLite, the switch to WAL (so that the source file can be written
+        # while it is read) needs a moment with no read open.
+        recorder.ensure()
+        return recorder
+
+    # ------------------------------------------------------------------ steps
 
     def _ledger(self, context: Context) -> SendLedger:
         from airflow_provider_p2psms.campaign.ledger import SendLedger
         from airflow_provider_p2psms.campaign.stores import checkpoint_store
 
         return SendLedger(checkpoint_store(context, self.checkpoint_path))
-
-    def _dry_run(self, hook: P2PSmsHook, builder: MessageBuilder, rows: Any, receipt: ReceiptBuilder) -> SendReceipt:
-        sample: list[OutgoingSms] = []
-        count = 0
-        for _, message in builder.build(rows):
-            count += 1
-            if len(sample) < 5:
-                sample.append(message)
-        for message in sample:
-            self.log.info("Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text))
-        self.log.info(
-            "Dry run on %s: %d rows, %d messages would be sent, %d invalid, %d duplicate. Nothing was sent.",
-            hook.provider_name,
-            builder.requested,
-            count,
-            builder.invalid,
-            builder.duplicate,
-        )
-        built = receipt.build(builder, dry_run=count)
-        if not count:
-            self._on_nothing_to_send(built)
-        return built
 
     def _on_nothing_to_send(self, receipt: SendReceipt) -> None:
         counts = receipt["counts"]
@@ -370,26 +356,6 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             raise AirflowSkipException(f"{why} Skipping (on_empty='skip').")
         self.log.info("%s Succeeding (on_empty='succeed').", why)
 
-    def _log_summary(self, hook: P2PSmsHook, receipt: SendReceipt) -> None:
-        counts = receipt["counts"]
-        self.log.info(
-            "P2P SMS via %s (connection '%s'): %d rows read, %d messages accepted (%d of them by an earlier try), "
-            "%d invalid, %d duplicate, %d uncertain, %d rejected by the gateway.",
-            hook.provider_name,
-            self.sms_conn_id,
-            counts["requested"],
-            counts["sent"],
-            counts["resumed"],
-            counts["invalid"],
-            counts["duplicate"],
-            counts["uncertain"],
-            counts["rejected"],
-        )
-        for problem in receipt["problems"][:20]:
-            self.log.warning("%s", problem)
-        if len(receipt["problems"]) > 20:
-            self.log.warning("... and %d more problems, listed in the receipt.", len(receipt["problems"]) - 20)
-
 
 def _delete_checkpoint(context: Context) -> None:
     """
@@ -401,13 +367,6 @@ def _delete_checkpoint(context: Context) -> None:
     task: Any = context["task"]
     if not as_bool(task.dry_run, "dry_run"):
         task._ledger(context).clear()
-
-
-def _templated(*values: Any) -> bool:
-    """Whether any of the values (or their items) is a Jinja template, to be checked once rendered."""
-    return any(
-        "{{" in str(item) for value in values for item in (value if isinstance(value, list | tuple) else [value])
-    )
 
 
 __all__ = ["P2PSmsOperator"]

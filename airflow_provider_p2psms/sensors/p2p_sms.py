@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from airflow_provider_p2psms.version_compat import conf
 if TYPE_CHECKING:
     from airflow.sdk import Context, PokeReturnValue
 
+    from airflow_provider_p2psms.campaign.delivery_outcomes import DeliveryOutcomes
     from airflow_provider_p2psms.campaign.stores import KeyValueStore
     from airflow_provider_p2psms.campaign.tracking import DeliveryTarget, DeliveryTracker
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
@@ -52,6 +54,12 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
     receipt are polled instead of everything pending. ``timeout``, ``soft_fail``, ``poke_interval`` and
     ``mode`` behave as for every sensor.
 
+    With an outcomes table (set here, else the one the receipt names), the send's rows get each status as
+    a poll changes it, and at the end of the wait, but for an error, the messages still not final get the
+    reason (:mod:`~airflow_provider_p2psms.campaign.delivery_outcomes`). In deferrable mode the trigger
+    writes the changes itself, in a thread of the triggerer (which needs the database driver), and the
+    sensor writes the end once it resumes on a worker.
+
     :param receipt: the send receipt, usually ``send.output`` of a ``P2PSmsOperator``. (templated)
     :param sms_conn_id: the SMS connection; default: the one the receipt names. (templated)
     :param min_delivered_ratio: the delivered ratio, from 0 to 1, that counts as success; default 1.0.
@@ -62,9 +70,12 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
     :param deferrable: wait in the triggerer instead of a worker slot; default
         ``[operators] default_deferrable``.
     :param checkpoint_path: where rescheduled pokes keep what they learnt (see ``P2PSmsOperator``).
+    :param outcomes_conn_id: the SQL connection of the outcomes table to update; default: the receipt's
+        (the send's ``outcomes_conn_id``), none if it has none. (templated)
+    :param outcomes_table: that table; default: the receipt's, else ``p2psms_outcomes``. (templated)
     """
 
-    template_fields: Sequence[str] = ("receipt", "sms_conn_id")
+    template_fields: Sequence[str] = ("receipt", "sms_conn_id", "outcomes_conn_id", "outcomes_table")
     # The receipt lists every recipient: the task reads it, the UI's rendered fields show only its size.
     personal_fields: ClassVar[tuple[str, ...]] = ("receipt",)
     ui_color = "#c9e4f6"
@@ -79,6 +90,8 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         fail_early: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         checkpoint_path: str | None = None,
+        outcomes_conn_id: str | None = None,
+        outcomes_table: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +116,9 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         self.fail_early = fail_early
         self.deferrable = deferrable
         self.checkpoint_path = checkpoint_path
+        self.outcomes_conn_id = outcomes_conn_id
+        self.outcomes_table = outcomes_table
+        self._outcomes: tuple[DeliveryOutcomes | None] | None = None  # None until resolved
         self._progress: _Progress | None = None
         self._checkpoints: KeyValueStore | None = None
         self._hook: P2PSmsHook | None = None
@@ -110,12 +126,16 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_p2psms.campaign.tracking import TIMEOUT
+        from airflow_provider_p2psms.exceptions import SmsInputError
         from airflow_provider_p2psms.version_compat import AirflowSensorTimeout, AirflowSkipException
 
+        # Before the first poke: a set-up error fails the task before any polling, soft_fail or not.
+        with contextlib.suppress(SmsInputError):  # a receipt that is not one fails the first poke, as ever
+            self._outcomes_of(self._read_receipt())
         if self.deferrable:
             return self._defer(context)
         if self.reschedule:
-            # Before the first poke: a store other workers cannot read fails the task before any polling.
+            # A store other workers cannot read is such an error.
             self._checkpoint_store(context)
         try:
             return super().execute(context)
@@ -126,6 +146,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
             if timed_out and not self._reported and self._progress is not None:
                 receipt = self._read_receipt()
                 self._push(context, self._report(self._progress.tracker, receipt, TIMEOUT))
+                self._write_end(self._progress.tracker, receipt, TIMEOUT)
                 self._forget(context)
             raise
 
@@ -153,6 +174,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         except Exception:
             self._push(context, self._report(tracker, receipt, ERROR))
             raise
+        self._write_changes(context, tracker, receipt)
         self.log.info("Delivery so far: %s.", tracker.summary())
         ending = target.ending(tracker, deadline_passed=deadline_passed)
         if ending is None:
@@ -167,13 +189,18 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         from airflow_provider_p2psms.version_compat import AirflowSensorTimeout
 
         receipt = self._read_receipt()
-        tracker = DeliveryTracker(receipt["messages"], state=event.get("state"), polls=int(event.get("polls", 0)))
+        tracker = DeliveryTracker(
+            receipt["messages"], state=event.get("state"), polls=int(event.get("polls", 0)), price=event.get("price")
+        )
+        # The trigger wrote the statuses that changed as it polled; the event carries totals only.
+        tracker.total_parts = int(event.get("parts") or 0)
         if event.get("status") != "done":
             self._push(context, self._report(tracker, receipt, ERROR))
             raise P2PSmsError(f"Tracking delivery failed: {event.get('message', event)}")
         ending = str(event.get("ending") or ALL_FINAL)
         if ending == TIMEOUT:
             self._push(context, self._report(tracker, receipt, TIMEOUT))
+            self._write_end(tracker, receipt, TIMEOUT)
             raise AirflowSensorTimeout(
                 f"Sensor has timed out: its timeout of {self.timeout:g} s passed with {len(tracker.pending)} of "
                 f"{len(tracker.statuses)} messages not final. {tracker.summary()}."
@@ -191,6 +218,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         tracker = self._new_tracker(receipt)
         if not tracker.messages:
             return self._end(context, tracker, receipt, target.ending(tracker) or ALL_FINAL)
+        outcomes = self._outcomes_of(receipt)
         started = time.time()
         margin = min(_TIMEOUT_MARGIN_SECONDS, self.timeout / 10)
         if self.give_up_after is not None:
@@ -206,6 +234,9 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
                 fail_early=target.fail_early,
                 give_up_at=None if self.give_up_after is None else started + self.give_up_after,
                 timeout_at=started + self.timeout - margin,
+                outcomes_conn_id=None if outcomes is None else outcomes.conn_id,
+                outcomes_table=None if outcomes is None else outcomes.table,
+                send_task=None if outcomes is None else outcomes.task_fields(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
@@ -252,7 +283,33 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
     def _new_tracker(self, receipt: SendReceipt) -> DeliveryTracker:
         from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
 
-        return DeliveryTracker(receipt["messages"])
+        return DeliveryTracker(receipt["messages"], record_changes=self._outcomes_of(receipt) is not None)
+
+    def _outcomes_of(self, receipt: SendReceipt) -> DeliveryOutcomes | None:
+        """The outcomes table to update: the sensor's own, else the one the receipt names; or None."""
+        if self._outcomes is None:
+            from airflow_provider_p2psms.campaign.delivery_outcomes import DeliveryOutcomes
+
+            who = f"P2PSmsDeliverySensor '{self.task_id}'"
+            self._outcomes = (DeliveryOutcomes.resolve(receipt, self.outcomes_conn_id, self.outcomes_table, who),)
+        return self._outcomes[0]
+
+    def _write_changes(self, context: Context, tracker: DeliveryTracker, receipt: SendReceipt) -> None:
+        """Write the statuses this poll changed; a table that cannot take them ends the wait as an error."""
+        outcomes = self._outcomes_of(receipt)
+        if outcomes is not None:
+            try:
+                outcomes.write_changes(tracker, self.log)
+            except Exception:
+                from airflow_provider_p2psms.campaign.tracking import ERROR
+
+                self._push(context, self._report(tracker, receipt, ERROR))
+                raise
+
+    def _write_end(self, tracker: DeliveryTracker, receipt: SendReceipt, ending: str) -> None:
+        outcomes = self._outcomes_of(receipt)
+        if outcomes is not None:
+            outcomes.write_end(tracker, ending, self.log)
 
     def _load_progress(self, context: Context, receipt: SendReceipt) -> _Progress:
         """This try's progress: in memory between pokes, or in the checkpoint store between reschedules."""
@@ -267,7 +324,14 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         saved = store.get(_STATE_KEY) if store is not None else None
         if isinstance(saved, dict):
             try:
-                tracker = DeliveryTracker(tracker.messages, state=saved.get("state"), polls=int(saved.get("polls", 0)))
+                tracker = DeliveryTracker(
+                    tracker.messages,
+                    state=saved.get("state"),
+                    polls=int(saved.get("polls", 0)),
+                    parts=saved.get("parts"),
+                    price=saved.get("price"),
+                    record_changes=tracker.record_changes,
+                )
             except (ValueError, KeyError, TypeError):
                 self.log.warning("Ignoring a saved delivery state that does not fit this receipt.")
             else:
@@ -285,6 +349,8 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
                 {
                     "state": tracker.state(),
                     "polls": tracker.polls,
+                    "parts": tracker.packed_parts(),
+                    "price": tracker.price,
                     "deadline": progress.deadline,
                     "try": progress.try_number,
                 },
@@ -310,6 +376,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
 
         target = self._target(receipt)
         report = self._report(tracker, receipt, ending)
+        self._write_end(tracker, receipt, ending)
         if ending == NOTHING_ATTEMPTED:
             self.log.info("The send attempted no message (every row was invalid or a duplicate): nothing to wait for.")
             return report

@@ -11,9 +11,14 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsGatewayUnavailable
 
+#: Seconds a write may take at least, even past ``timeout_at`` (a poll cut short there still writes what
+#: it read): within the sensor's margin before Airflow's own deferral timeout, 5 s for a timeout of 50 s.
+_LAST_WRITE_SECONDS = 1.0
+
 if TYPE_CHECKING:
     import httpx
 
+    from airflow_provider_p2psms.campaign.delivery_outcomes import DeliveryOutcomes
     from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
 
@@ -28,9 +33,18 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     at ``give_up_at`` (after one last poll of everything pending) or at ``timeout_at``, which the
     sensor sets just before Airflow's own deferral timeout so that it can still write its report.
 
-    The event is ``{"status": "done", "ending": ..., "state": <one letter per message>, "polls": n}``
-    (``ending`` as in the delivery report), or ``{"status": "error", "message": ..., "state": ...}``
-    if the gateway could not be read.
+    The event is ``{"status": "done", "ending": ..., "state": <one letter per message>, "polls": n,
+    "parts": <total>, "price": <total or None>}`` (``ending`` as in the delivery report), or
+    ``{"status": "error", "message": ..., "state": ..., ...}`` if the gateway could not be read or the
+    outcomes table could not be written: small whatever the campaign, with totals, not a row per message.
+
+    With an outcomes table, the statuses that changed in a poll are written after it (see
+    :mod:`~airflow_provider_p2psms.campaign.delivery_outcomes`). The database hooks are blocking code: the
+    write runs in a thread of the loop's default executor (``sync_to_async(thread_sensitive=False)``),
+    never on the event loop, nor on asgiref's one shared thread, where a slow database would hold up
+    every trigger's connection look-ups. That thread reaches the triggerer's connections (the SQL hook
+    reads its connection) the way ``sync_to_async`` code does, through the event loop. It opens its own
+    database connection and closes it. A write must finish by ``timeout_at``, or the wait ends in error.
 
     :param sms_conn_id: the SMS connection.
     :param messages: the send receipt's ``messages`` (packed lines, or ``[message_id, recipient]`` pairs).
@@ -41,6 +55,10 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     :param fail_early: end as soon as the target cannot be met any more; default False.
     :param give_up_at: when to stop waiting (seconds since the epoch); default never.
     :param timeout_at: when to stop at the latest, as a timeout (seconds since the epoch); default never.
+    :param outcomes_conn_id: the SQL connection of the outcomes table to update; default none.
+    :param outcomes_table: that table; default ``p2psms_outcomes``.
+    :param send_task: the send task instance whose rows to update (``dag_id``, ``run_id``, ``task_id``,
+        ``map_index``); required with ``outcomes_conn_id``.
     """
 
     def __init__(
@@ -55,6 +73,9 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
         fail_early: bool = False,
         give_up_at: float | None = None,
         timeout_at: float | None = None,
+        outcomes_conn_id: str | None = None,
+        outcomes_table: str | None = None,
+        send_task: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.sms_conn_id = sms_conn_id
@@ -66,6 +87,9 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
         self.fail_early = bool(fail_early)
         self.give_up_at = None if give_up_at is None else float(give_up_at)
         self.timeout_at = None if timeout_at is None else float(timeout_at)
+        self.outcomes_conn_id = outcomes_conn_id
+        self.outcomes_table = outcomes_table
+        self.send_task = send_task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -80,16 +104,21 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
                 "fail_early": self.fail_early,
                 "give_up_at": self.give_up_at,
                 "timeout_at": self.timeout_at,
+                "outcomes_conn_id": self.outcomes_conn_id,
+                "outcomes_table": self.outcomes_table,
+                "send_task": self.send_task,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
+        from airflow_provider_p2psms.campaign.delivery_outcomes import DeliveryOutcomes
         from airflow_provider_p2psms.campaign.tracking import TIMEOUT, UNREACHABLE, DeliveryTarget, DeliveryTracker
         from airflow_provider_p2psms.hooks.factory import get_sms_hook
 
-        tracker = DeliveryTracker(self.messages)
+        outcomes = DeliveryOutcomes.of(self.outcomes_conn_id, self.outcomes_table, self.send_task)
+        tracker = DeliveryTracker(self.messages, record_changes=outcomes is not None)
         target = DeliveryTarget(self.min_delivered_ratio, self.uncertain, self.rejected, self.fail_early)
         try:
             # Reading the connection talks to the triggerer's supervisor: it must go through
@@ -99,10 +128,12 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
                 while True:
                     deadline_passed = self.give_up_at is not None and time.time() >= self.give_up_at
                     in_time = await self._poll(tracker, hook, client, everything=deadline_passed)
+                    await self._write(outcomes, tracker)
                     ending = target.ending(tracker, deadline_passed=deadline_passed)
                     if in_time and ending == UNREACHABLE and not deadline_passed:
                         # Before failing, read everything pending once: the report is then up to date.
                         in_time = await self._poll(tracker, hook, client, everything=True)
+                        await self._write(outcomes, tracker)
                         ending = target.ending(tracker)
                     self.log.info("Delivery so far: %s.", tracker.summary())
                     if ending is None and (not in_time or self._timed_out()):
@@ -111,9 +142,39 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
                         break
                     await asyncio.sleep(self._pause())
         except P2PSmsError as error:
-            yield TriggerEvent({"status": "error", "message": str(error), "state": tracker.state()})
+            yield TriggerEvent({"status": "error", "message": str(error), **self._progress(tracker)})
             return
-        yield TriggerEvent({"status": "done", "ending": ending, "state": tracker.state(), "polls": tracker.polls})
+        yield TriggerEvent({"status": "done", "ending": ending, **self._progress(tracker)})
+
+    @staticmethod
+    def _progress(tracker: DeliveryTracker) -> dict[str, Any]:
+        """What the sensor's report needs of the tracker: the states, and totals."""
+        return {"state": tracker.state(), "polls": tracker.polls, "parts": tracker.total_parts, "price": tracker.price}
+
+    async def _write(self, outcomes: DeliveryOutcomes | None, tracker: DeliveryTracker) -> None:
+        """Write the statuses the last poll changed, in a thread of its own, by ``timeout_at``."""
+        updates = [] if outcomes is None else outcomes.changes(tracker)
+        if outcomes is None or not updates:
+            return
+        from asgiref.sync import sync_to_async
+
+        # A poll cut short at timeout_at still gets a moment to write what it read.
+        budget = None if self.timeout_at is None else max(self.timeout_at - time.time(), _LAST_WRITE_SECONDS)
+        try:
+            written = await asyncio.wait_for(sync_to_async(outcomes.write, thread_sensitive=False)(updates), budget)
+        except asyncio.TimeoutError:
+            raise P2PSmsError(
+                f"Writing delivery statuses to outcomes table '{outcomes.table}' on connection '{outcomes.conn_id}' "
+                "did not finish before the sensor's timeout."
+            ) from None
+        except P2PSmsError:
+            raise
+        except Exception as error:
+            raise P2PSmsError(
+                f"Writing delivery statuses to outcomes table '{outcomes.table}' on connection '{outcomes.conn_id}' "
+                f"failed: {type(error).__name__}: {error}"
+            ) from None
+        self.log.info("Wrote %d delivery statuses to outcomes table '%s'.", written, outcomes.table)
 
     async def _poll(
         self, tracker: DeliveryTracker, hook: P2PSmsHook, client: httpx.AsyncClient, *, everything: bool

@@ -134,6 +134,20 @@ def stop(deployment: Deployment) -> None:
         raise AssertionError(f"processes of the deployment still run: {[(p.pid, p.cmdline()) for p in left]}")
 
 
+def run_to_the_end(deployment: Deployment, dag_id: str, timeout: float) -> tuple[str, dict[str, str]]:
+    """Trigger ``dag_id`` and wait until its run succeeds or fails: the run's state and its tasks' states."""
+    deployment.airflow("dags", "trigger", dag_id)
+    deadline = time.monotonic() + timeout
+    state = None
+    while state not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"the run of {dag_id} did not finish; last state {state}"
+        time.sleep(2)
+        rows = query(deployment.db, "SELECT state FROM dag_run WHERE dag_id = ?", dag_id)
+        state = rows[0][0] if rows else None
+    states = dict(query(deployment.db, "SELECT task_id, state FROM task_instance WHERE dag_id = ?", dag_id))
+    return str(state), states
+
+
 def query(db: Path, sql: str, *args: object) -> list[tuple]:
     """Rows of ``sql`` on the deployment's SQLite metadata DB; none while it is busy or not created yet."""
     try:

@@ -79,6 +79,8 @@ def test_sql_source_with_poke_reschedule_and_deferrable_sensors(run_dag, sandbox
         "uncertain": 0,
         "rejected": 0,
         "dry_run": 0,
+        "parts": 3,
+        "price": None,
     }
     assert receipt["problems"] == [
         "Row 4: field 'phone' 0211*****78 is a landline; SMS needs a mobile number (09xx...)."

@@ -8,12 +8,11 @@ scheduler's executor, with retries, as they would in production.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from tests.helpers import connection_env
-from tests.integration.deployment import query, standalone
+from tests.integration.deployment import query, run_to_the_end, standalone
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +39,7 @@ with DAG(dag_id="real_deployment", schedule=None, start_date=pendulum.datetime(2
 def test_deferrable_sensor_in_a_real_triggerer(tmp_path, sandbox, own_checkpoint_folder):
     with standalone(tmp_path, "real_deployment", DAG, connection_env(sandbox)) as deployment:
         db = deployment.db
-        deployment.airflow("dags", "trigger", "real_deployment")
-        deadline = time.monotonic() + 300
-        state = None
-        while state not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"the run did not finish; last state {state}"
-            time.sleep(2)
-            rows = query(db, "SELECT state FROM dag_run WHERE dag_id = 'real_deployment'")
-            state = rows[0][0] if rows else None
-        states = dict(query(db, "SELECT task_id, state FROM task_instance WHERE dag_id = 'real_deployment'"))
+        state, states = run_to_the_end(deployment, "real_deployment", timeout=300)
         assert state == "success", (states, deployment.log_tail())
         assert states == {"extract": "success", "send": "success", "wait": "success"}
         assert query(db, "SELECT COUNT(*) FROM trigger")[0][0] == 0  # the trigger ran and was cleaned up

@@ -8,7 +8,6 @@ ending in ``0009`` final, fails delivery to ``0001``, and delivers the rest with
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -191,19 +190,11 @@ def test_deadlines_in_a_real_scheduler_and_triggerer(tmp_path, sandbox):
     apart: at 1 s, the scheduler can re-queue the task before it has processed the end of the last poke,
     and then fails it, "task state changed externally", an Airflow race that has nothing to do with us.)
     """
-    from tests.integration.deployment import query, standalone
+    from tests.integration.deployment import query, run_to_the_end, standalone
 
     env = {**connection_env(sandbox), "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "1"}
     with standalone(tmp_path, "sensor_endings", REAL_DAG, env) as deployment:
-        deployment.airflow("dags", "trigger", "sensor_endings")
-        deadline = time.monotonic() + 240
-        state = None
-        while state not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"the run did not finish; last state {state}"
-            time.sleep(2)
-            rows = query(deployment.db, "SELECT state FROM dag_run WHERE dag_id = 'sensor_endings'")
-            state = rows[0][0] if rows else None
-        states = dict(query(deployment.db, "SELECT task_id, state FROM task_instance WHERE dag_id = 'sensor_endings'"))
+        _, states = run_to_the_end(deployment, "sensor_endings", timeout=240)
         reports = {
             task_id: json.loads(value)
             for task_id, value in query(

@@ -150,7 +150,7 @@ def test_rescheduled_pokes_keep_a_small_state_with_the_deadline(sms_connections)
 
     assert poke() is False
     saved = state.get("p2psms.delivery")
-    assert set(saved) == {"state", "polls", "deadline", "try"}
+    assert set(saved) == {"state", "polls", "parts", "price", "deadline", "try"}
     assert state.largest < 300
     first_deadline = saved["deadline"]
     assert poke() is False

@@ -152,3 +152,90 @@ def test_there_is_no_early_success():
     assert target.met(tracker)
     assert target.ending(tracker) is None  # waits for the last one, or the deadline
     assert target.ending(tracker, deadline_passed=True) == GAVE_UP
+
+
+# --------------------------------------------------------------------------- parts and prices
+
+
+def sent_for(hook, numbers: list[str], texts: list[str]) -> list[list[str]]:
+    receipts = hook.send_batch(
+        [OutgoingSms(hook.normalize_number(n), text) for n, text in zip(numbers, texts, strict=True)]
+    )
+    return [[r.message_id, r.recipient] for r in receipts]
+
+
+#: Delivered in two parts, delivery failed, blacklisted, never final; the sandbox charges 150 a part for
+#: what the operator took (delivered, delivery failed).
+PRICED = ["09351234567", "09121230001", "09121230002", STUCK]
+PRICED_TEXTS = ["س" * 100, "hi", "hi", "hi"]
+
+
+def test_the_tracker_sums_the_parts_reported_and_the_final_prices_once(sms_connections):
+    sms_connections.configure(delivery_seconds=3600)
+    hook = get_sms_hook("bitel_default")
+    tracker = DeliveryTracker(sent_for(hook, PRICED, PRICED_TEXTS))
+    assert (tracker.total_parts, tracker.price) == (0, None)
+
+    tracker.poll(hook, everything=True)
+    assert (list(tracker.parts), tracker.total_parts, tracker.price) == ([2, 1, 1, 1], 5, None)
+
+    sms_connections.configure(delivery_seconds=0)
+    tracker.poll(hook, everything=True)
+    assert [status.value for status in tracker.statuses] == ["delivered", "failed", "blacklisted", "sent"]
+    assert (tracker.total_parts, tracker.price) == (5, 450.0)
+    tracker.poll(hook, everything=True)  # only the one not final is asked about again: nothing counted twice
+    assert (tracker.total_parts, tracker.price) == (5, 450.0)
+
+    report = DeliveryTarget(0.5).report(tracker, "bitel", "bitel_default", GAVE_UP)
+    assert (report["parts"], report["price"]) == (5, 450.0)
+
+    # A rescheduled poke resumes them with the states.
+    again = DeliveryTracker(tracker.messages, state=tracker.state(), parts=tracker.packed_parts(), price=tracker.price)
+    assert (list(again.parts), again.total_parts, again.price) == ([2, 1, 1, 1], 5, 450.0)
+
+
+def test_a_tracker_with_no_price_reported_says_none():
+    tracker = tracker_with("ddp")
+    report = DeliveryTarget(0.5).report(tracker, "ippanel", "ippanel_default", GAVE_UP)
+    assert (report["parts"], report["price"]) == (0, None)
+    assert tracker.packed_parts() == ""
+
+
+def test_changes_are_recorded_once_per_status_and_only_when_asked(sms_connections):
+    sms_connections.configure(delivery_seconds=3600)
+    hook = get_sms_hook("bitel_default")
+    messages = sent_for(hook, PRICED, PRICED_TEXTS)
+    tracker = DeliveryTracker(messages, record_changes=True)
+    tracker.poll(hook, everything=True)
+    assert tracker.take_changes() == []  # still pending: nothing to write
+
+    sms_connections.configure(delivery_seconds=0)
+    tracker.poll(hook, everything=True)
+    changes = tracker.take_changes()
+    assert [(index, state.status.value, state.price) for index, state in changes] == [
+        (0, "delivered", 300.0),
+        (1, "failed", 150.0),
+        (2, "blacklisted", 0.0),
+        (3, "sent", None),
+    ]
+    assert tracker.take_changes() == []
+    tracker.poll(hook, everything=True)  # the one never final reads "sent" again: no change
+    assert tracker.take_changes() == []
+
+    quiet = DeliveryTracker(messages)
+    quiet.poll(hook, everything=True)
+    assert quiet.take_changes() == []
+
+
+def test_the_parts_of_a_big_campaign_are_kept_compressed():
+    from array import array
+
+    from airflow_provider_p2psms.campaign.tracking import pack_parts, unpack_parts
+
+    parts = array("B", [1] * 70_000 + [2] * 30_000)
+    packed = pack_parts(parts)
+    assert len(packed) < 400
+    assert unpack_parts(packed, len(parts)) == parts
+    assert unpack_parts("", 3) == array("B", [0, 0, 0])
+    with pytest.raises(ValueError, match="parts of 100000 messages cannot describe 5 messages"):
+        unpack_parts(packed, 5)

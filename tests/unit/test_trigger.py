@@ -19,6 +19,18 @@ def send(numbers: list[str]) -> list[list[str]]:
     return [[r.message_id, r.recipient] for r in receipts]
 
 
+def done(ending: str, state: str, payloads: list[dict], *, parts: int, price: float | None) -> dict:
+    """The event of a wait that ended; the sandbox charges 150 a part for delivered and failed messages."""
+    return {
+        "status": "done",
+        "ending": ending,
+        "state": state,
+        "polls": payloads[0]["polls"],
+        "parts": parts,
+        "price": price,
+    }
+
+
 def events(trigger: P2PSmsDeliveryTrigger) -> list[dict]:
     async def collect() -> list[dict]:
         return [event.payload async for event in trigger.run()]
@@ -37,6 +49,9 @@ def test_serialize_round_trip_keeps_every_argument(sms_connections):
         fail_early=True,
         give_up_at=1_800_000_000.5,
         timeout_at=1_800_000_100.0,
+        outcomes_conn_id="crm_db",
+        outcomes_table="sms_outcomes",
+        send_task={"dag_id": "campaign", "run_id": "manual__1", "task_id": "send", "map_index": -1},
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_p2psms.triggers.p2p_sms.P2PSmsDeliveryTrigger"
@@ -52,6 +67,9 @@ def test_serialize_round_trip_keeps_every_argument(sms_connections):
         "fail_early": True,
         "give_up_at": 1_800_000_000.5,
         "timeout_at": 1_800_000_100.0,
+        "outcomes_conn_id": "crm_db",
+        "outcomes_table": "sms_outcomes",
+        "send_task": {"dag_id": "campaign", "run_id": "manual__1", "task_id": "send", "map_index": -1},
     }
     # Deadlines are plain numbers: the serialized trigger stays small and JSON-ready.
     assert json.loads(json.dumps(kwargs)) == kwargs
@@ -62,7 +80,7 @@ def test_a_trigger_serialized_before_the_deadlines_existed_still_runs(sms_connec
     sms_connections.configure(delivery_seconds=0.2)
     messages = send(["09121234567", "09121230001"])
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
-    assert payloads == [{"status": "done", "ending": "all_final", "state": "df", "polls": payloads[0]["polls"]}]
+    assert payloads == [done("all_final", "df", payloads, parts=2, price=300.0)]
 
 
 def test_the_trigger_polls_with_the_async_client_only(sms_connections, monkeypatch):
@@ -77,7 +95,7 @@ def test_the_trigger_polls_with_the_async_client_only(sms_connections, monkeypat
     monkeypatch.setattr(P2PSmsHook, "get_statuses", blocking)
     monkeypatch.setattr(P2PSmsHook, "request", blocking)
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
-    assert payloads == [{"status": "done", "ending": "all_final", "state": "df", "polls": payloads[0]["polls"]}]
+    assert payloads == [done("all_final", "df", payloads, parts=2, price=300.0)]
     status_requests = [r for r in sms_connections.requests() if "/status/" in r["path"]]
     assert len(status_requests) >= 2
 
@@ -86,7 +104,7 @@ def test_polls_until_every_message_is_final(sms_connections):
     sms_connections.configure(delivery_seconds=0.3)
     messages = send(["09121234567", "09121230001", "09121230002"])
     payloads = events(P2PSmsDeliveryTrigger(sms_conn_id="bitel_default", messages=messages, poke_interval=0.1))
-    assert payloads == [{"status": "done", "ending": "all_final", "state": "dfb", "polls": payloads[0]["polls"]}]
+    assert payloads == [done("all_final", "dfb", payloads, parts=3, price=300.0)]
     assert payloads[0]["polls"] >= 2
 
 
@@ -158,7 +176,7 @@ def test_gives_up_at_the_deadline_after_one_last_poll_of_everything(sms_connecti
         )
     )
     assert 0.9 < time.monotonic() - started < 10
-    assert payloads == [{"status": "done", "ending": "gave_up", "state": "sddf", "polls": payloads[0]["polls"]}]
+    assert payloads == [done("gave_up", "sddf", payloads, parts=4, price=450.0)]
 
 
 def test_ends_as_a_timeout_before_airflow_would_time_the_deferral_out(sms_connections):

@@ -1,0 +1,135 @@
+"""The send operator's smaller steps: its argument checks, ``send_time``, the dry run and the summary line.
+
+Imported when a DAG file is parsed (the argument checks run in the operator's constructor): nothing here
+imports the engine at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_p2psms.exceptions import SmsConfigurationError
+from airflow_provider_p2psms.hooks.factory import scheduling_hint
+from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
+    from airflow_provider_p2psms.campaign.recipients import MessageBuilder
+    from airflow_provider_p2psms.hooks.base import P2PSmsHook
+    from airflow_provider_p2psms.models import OutgoingSms, SendReceipt
+
+#: The outcomes table's name when only its connection is given.
+DEFAULT_OUTCOMES_TABLE = "p2psms_outcomes"
+
+
+def templated(*values: Any) -> bool:
+    """Whether any of the values (or their items) is a Jinja template, to be checked once rendered."""
+    return any(
+        "{{" in str(item) for value in values for item in (value if isinstance(value, list | tuple) else [value])
+    )
+
+
+def outcomes_target(
+    conn_id: str | None, table: str | None, sql_conn_id: str | None, problems: list[str]
+) -> tuple[str | None, str | None]:
+    """The outcomes table's connection and name, with the defaults filled in; problems are appended."""
+    if not conn_id and not table:
+        return None, None
+    if not conn_id:
+        if not sql_conn_id:
+            problems.append("outcomes_table needs outcomes_conn_id (or sql_conn_id), the database to write it to")
+        conn_id = sql_conn_id
+    if not table:
+        table = DEFAULT_OUTCOMES_TABLE
+    elif not templated(table):
+        from airflow_provider_p2psms.campaign.outcome_schema import check_table_name
+
+        try:
+            check_table_name(table)
+        except SmsConfigurationError as error:
+            problems.append(str(error).rstrip("."))
+    return conn_id, table
+
+
+def resolve_send_time(
+    hook: P2PSmsHook, value: datetime | str | None, sms_conn_id: str, *, retry: bool, log: Any
+) -> datetime | None:
+    """
+    ``send_time`` as a UTC date-time, or None to send now.
+
+    In the past on the first try it is an error; in the past on a retry, the first try scheduled what it
+    sent for it and the time has come, so the rest goes now.
+    """
+    if value in (None, ""):
+        return None
+    if not hook.supports_send_time:
+        raise SmsConfigurationError(
+            f"send_time is set, but {hook.provider_name} (connection '{sms_conn_id}') cannot schedule "
+            f"a send. {scheduling_hint()}"
+        )
+    import pendulum
+
+    try:
+        moment = pendulum.parse(value, tz="UTC") if isinstance(value, str) else pendulum.instance(value, tz="UTC")
+    except (ValueError, TypeError) as error:
+        raise SmsConfigurationError(
+            f"send_time {value!r} is not a date-time; use ISO 8601, e.g. '2026-03-12T21:20:00+03:30'. ({error})"
+        ) from None
+    if not isinstance(moment, pendulum.DateTime):
+        raise SmsConfigurationError(f"send_time {value!r} is not a date-time (it parsed as {type(moment).__name__}).")
+    if moment < pendulum.now("UTC"):
+        if retry:
+            log.warning(
+                "send_time %s has passed since the first try: this retry sends what is left now.", moment.isoformat()
+            )
+            return None
+        raise SmsConfigurationError(f"send_time {moment.isoformat()} is in the past.")
+    return moment
+
+
+def preview(hook: P2PSmsHook, builder: MessageBuilder, rows: Any, receipt: ReceiptBuilder, log: Any) -> SendReceipt:
+    """The dry run: render and check every row, log a masked sample and the counts, send nothing."""
+    sample: list[OutgoingSms] = []
+    count = 0
+    for _, message in builder.build(rows):
+        count += 1
+        if len(sample) < 5:
+            sample.append(message)
+    for message in sample:
+        log.info("Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text))
+    log.info(
+        "Dry run on %s: %d rows, %d messages would be sent, %d invalid, %d duplicate. Nothing was sent.",
+        hook.provider_name,
+        builder.requested,
+        count,
+        builder.invalid,
+        builder.duplicate,
+    )
+    return receipt.build(builder, dry_run=count)
+
+
+def log_summary(log: Any, hook: P2PSmsHook, sms_conn_id: str, receipt: SendReceipt) -> None:
+    """The send's summary line, then up to 20 of its problems (masked)."""
+    counts = receipt["counts"]
+    price = "not known yet" if counts["price"] is None else f"{counts['price']:g}"
+    log.info(
+        "P2P SMS via %s (connection '%s'): %d rows read, %d messages accepted (%d of them by an earlier try), "
+        "%d invalid, %d duplicate, %d uncertain, %d rejected by the gateway; %d SMS parts, price %s.",
+        hook.provider_name,
+        sms_conn_id,
+        counts["requested"],
+        counts["sent"],
+        counts["resumed"],
+        counts["invalid"],
+        counts["duplicate"],
+        counts["uncertain"],
+        counts["rejected"],
+        counts["parts"],
+        price,
+    )
+    for problem in receipt["problems"][:20]:
+        log.warning("%s", problem)
+    if len(receipt["problems"]) > 20:
+        log.warning("... and %d more problems, listed in the receipt.", len(receipt["problems"]) - 20)
