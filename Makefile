@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench bench-quick clean
+.PHONY: venv demo test lint bench bench-quick dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,12 @@ bench: venv
 bench-quick: venv
 	$(BIN)/python bench/run.py --quick
 
+# The sdist and the wheel, as a release publishes them, checked as the package index would check them.
+dist: venv
+	$(BIN)/python -m pip install --quiet build twine
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
 clean:
-	rm -rf .venv-airflow-* .demo .artifacts bench/results
+	rm -rf .venv-airflow-* .demo .artifacts bench/results dist build

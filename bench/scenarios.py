@@ -90,6 +90,7 @@ def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result
     batch = BATCH_SIZE
     dags = {"naive": "p2psms_bench_naive_send"}
     dags.update({f"c{concurrency}": f"p2psms_bench_send_c{concurrency}" for concurrency in sizes.concurrencies})
+    dags["c4_outcomes"] = "p2psms_bench_send_outcomes_c4"
     rates: dict[str, list[float]] = {label: [] for label in dags}
     for _ in range(sizes.repeat):
         for label, dag_id in dags.items():
@@ -127,6 +128,17 @@ def send_throughput(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result
                 ratio >= 0.8,
             )
         )
+    with_outcomes = best["c4_outcomes"] / best["c4"]
+    rows.append(
+        Row(
+            f"Send {n:,}: ours c=4 with key_field and an outcomes table (same SQLite file) vs without",
+            f"{best['c4_outcomes']:,.0f} msg/s",
+            f"{best['c4']:,.0f} msg/s (no table)",
+            with_outcomes,
+            "info",
+            None,
+        )
+    )
     for concurrency in sizes.concurrencies:
         label = f"c{concurrency}"
         rows.append(

@@ -7,6 +7,8 @@ The DAGs the benchmark suite runs with ``airflow dags test``, each next to its h
 DAG does; the baselines are what a user writes by hand without this provider.
 
 * ``p2psms_bench_send_c4`` / ``_c8``: ``P2PSmsOperator`` reading the table, ``max_concurrency`` 4 / 8.
+* ``p2psms_bench_send_outcomes_c4``: the same at concurrency 4, with ``key_field`` and an outcomes table in
+  the recipients' own SQLite file (one row per recipient written while sending).
 * ``p2psms_bench_naive_send``: a PythonOperator that reads the table and ``requests.post``\\s batches of
   100 to Bitel one after another, without a shared session.
 * ``p2psms_bench_track_{bitel,ippanel}``: send, then ``P2PSmsDeliverySensor`` (poke mode, 1 s).
@@ -30,6 +32,7 @@ from airflow_provider_p2psms.operators.p2p_sms import P2PSmsOperator
 from airflow_provider_p2psms.sensors.p2p_sms import P2PSmsDeliverySensor
 
 SQL = "SELECT phone, name, code FROM {{ params.table }} ORDER BY id"
+SQL_WITH_KEY = "SELECT id, phone, name, code FROM {{ params.table }} ORDER BY id"
 MESSAGE = "سلام {{ row.name }}، کد تخفیف شما {{ row.code }} است."
 PARAMS = {"table": "recipients_2000"}
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -55,22 +58,26 @@ def _mark(context: Any, event: str) -> None:
             marks.write(json.dumps(mark) + "\n")
 
 
-def _send(max_concurrency: int, sms_conn_id: str = CONNECTIONS["bitel"]) -> P2PSmsOperator:
+def _send(max_concurrency: int, sms_conn_id: str = CONNECTIONS["bitel"], **outcomes: Any) -> P2PSmsOperator:
     return P2PSmsOperator(
         task_id="send",
         sms_conn_id=sms_conn_id,
         sql_conn_id="bench_db",
-        sql=SQL,
+        sql=SQL_WITH_KEY if outcomes else SQL,
         message=MESSAGE,
         max_concurrency=max_concurrency,
         pre_execute=mark_start,
         post_execute=mark_end,
+        **outcomes,
     )
 
 
 for _concurrency in (4, 8):
     with DAG(dag_id=f"p2psms_bench_send_c{_concurrency}", schedule=None, start_date=START, params=PARAMS):
         _send(_concurrency)
+
+with DAG(dag_id="p2psms_bench_send_outcomes_c4", schedule=None, start_date=START, params=PARAMS):
+    _send(4, key_field="id", outcomes_conn_id="bench_db", outcomes_table="bench_outcomes")
 
 
 def naive_send(table: str) -> list[str]:

@@ -76,15 +76,12 @@ def _prepare(kind: str, tmp_path: Path, postgres_fixture: Any) -> tuple[dict[str
 
         return env, query, source, table
     server = postgres_fixture
-    import psycopg2
+    import psycopg
 
     def query(sql: str) -> list[tuple[Any, ...]]:
         options = {"host": server.host, "port": server.port, "dbname": server.database}
-        with (
-            psycopg2.connect(**options, user=server.login, password=server.password) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(sql)
+        with psycopg.connect(**options, user=server.login, password=server.password) as connection:
+            cursor = connection.execute(sql)
             return cursor.fetchall() if cursor.description else []
 
     query(f"CREATE TABLE {source} (customer_id TEXT, phone TEXT, name TEXT)")
