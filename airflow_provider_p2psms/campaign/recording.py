@@ -65,7 +65,6 @@ class OutcomeRecorder:
         self.task = task
         self.gateway = gateway
         self.chunk_size = chunk_size
-        self.written = 0
         self._lock = threading.Lock()
         self._tables: dict[int, OutcomesTable] = {}
         self._buffers: dict[int, list[tuple[Outcome, tuple[str, ...]]]] = {}
@@ -176,9 +175,7 @@ class OutcomeRecorder:
 
     def _write(self, table: OutcomesTable, rows: list[tuple[Outcome, tuple[str, ...]]]) -> None:
         for update, group in itertools.groupby(rows, key=operator.itemgetter(1)):
-            written = table.upsert(self.task, [outcome for outcome, _ in group], update=update)
-            with self._lock:
-                self.written += written
+            table.upsert(self.task, [outcome for outcome, _ in group], update=update)
 
     def _table(self) -> OutcomesTable:
         ident = threading.get_ident()

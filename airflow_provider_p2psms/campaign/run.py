@@ -80,15 +80,14 @@ def send_campaign(
 
 def _account(result: BatchResult, receipt: ReceiptBuilder) -> None:
     if result.accepted:
-        parts = price = 0.0
-        priced = False
+        parts = 0
+        price: float | None = None
         for message, answer in zip(result.messages, result.receipts, strict=True):
             parts += answer.parts if answer.parts is not None else text_parts(message)
             if answer.price is not None:
-                price += answer.price
-                priced = True
+                price = (price or 0.0) + answer.price
         pairs = [[answer.message_id, answer.recipient] for answer in result.receipts]
-        receipt.accept(pairs, parts=int(parts), price=price if priced else None)
+        receipt.accept(pairs, parts=parts, price=price)
         return
     why: str | None
     if result.rejected is not None:

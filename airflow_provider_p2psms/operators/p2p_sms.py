@@ -326,9 +326,11 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         """The outcomes table's writer, its table created or checked before any row is read; or None."""
         if not self.outcomes_conn_id:
             return None
+        from airflow_provider_p2psms.campaign.outcome_schema import DEFAULT_TABLE
         from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
 
-        recorder = OutcomeRecorder(self.outcomes_conn_id, self.outcomes_table or "", task, hook.conn_type)
+        table = self.outcomes_table or DEFAULT_TABLE  # a template may render to nothing
+        recorder = OutcomeRecorder(self.outcomes_conn_id, table, task, hook.conn_type)
         # Before the rows are read: on SQLite, the switch to WAL (so that the source file can be written
         # while it is read) needs a moment with no read open.
         recorder.ensure()

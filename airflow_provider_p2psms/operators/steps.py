@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import OutgoingSms, SendReceipt
 
-#: The outcomes table's name when only its connection is given.
-DEFAULT_OUTCOMES_TABLE = "p2psms_outcomes"
-
 
 def templated(*values: Any) -> bool:
     """Whether any of the values (or their items) is a Jinja template, to be checked once rendered."""
@@ -37,15 +34,15 @@ def outcomes_target(
     """The outcomes table's connection and name, with the defaults filled in; problems are appended."""
     if not conn_id and not table:
         return None, None
+    from airflow_provider_p2psms.campaign.outcome_schema import DEFAULT_TABLE, check_table_name
+
     if not conn_id:
         if not sql_conn_id:
             problems.append("outcomes_table needs outcomes_conn_id (or sql_conn_id), the database to write it to")
         conn_id = sql_conn_id
     if not table:
-        table = DEFAULT_OUTCOMES_TABLE
+        table = DEFAULT_TABLE
     elif not templated(table):
-        from airflow_provider_p2psms.campaign.outcome_schema import check_table_name
-
         try:
             check_table_name(table)
         except SmsConfigurationError as error:

@@ -13,31 +13,13 @@ import requests
 from airflow_provider_p2psms.sandbox import SUFFIX_REFUSED, SandboxConfig, SandboxServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 BITEL_AUTH = {"Authorization": "Bearer sandbox-bitel-token"}
 IPPANEL_AUTH = {"Authorization": "sandbox-ippanel-key"}
 SENDER = "+983000505"
 REFUSED_LOCAL = f"091212{SUFFIX_REFUSED}"
 REFUSED_E164 = f"+9891212{SUFFIX_REFUSED}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(delivery_seconds=0.2) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def sandbox(server: SandboxServer) -> SandboxServer:
-    server.reset()
-    return server
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
 
 
 def bitel_send(session: requests.Session, sandbox: SandboxServer, numbers: list[str], text: str = "hi") -> Any:

@@ -23,9 +23,10 @@ from airflow_provider_p2psms.sandbox import (
     SandboxConfig,
     SandboxServer,
 )
+from tests.sandbox.conftest import DELIVERY_SECONDS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BITEL_AUTH = {"Authorization": "Bearer sandbox-bitel-token"}
@@ -41,25 +42,6 @@ IPPANEL_UNAUTHORIZED = {
         "errors": {},
     },
 }
-DELIVERY_SECONDS = 0.2
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(delivery_seconds=DELIVERY_SECONDS) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def sandbox(server: SandboxServer) -> SandboxServer:
-    server.reset()
-    return server
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
 
 
 def bitel_post(

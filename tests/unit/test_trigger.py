@@ -124,18 +124,14 @@ def test_a_compressed_receipt_is_tracked_message_by_message(sms_connections):
     assert len(payloads[0]["state"]) < 100
 
 
+def retrying_bitel(monkeypatch, url: str, **extra: float) -> None:
+    """Point ``bitel_default`` at the sandbox with these retry settings."""
+    connection = {"conn_type": "bitel", "password": "sandbox-bitel-token", "host": url, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_BITEL_DEFAULT", json.dumps(connection))
+
+
 def test_a_status_outage_does_not_end_the_wait(sms_connections, monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BITEL_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "bitel",
-                "password": "sandbox-bitel-token",
-                "host": sms_connections.url,
-                "extra": {"max_retries": 0, "retry_backoff": 0.01},
-            }
-        ),
-    )
+    retrying_bitel(monkeypatch, sms_connections.url, max_retries=0, retry_backoff=0.01)
     sms_connections.configure(delivery_seconds=0.0)
     messages = send(["09121234567", "09351234567"])
     sms_connections.configure(status_5xx_rate=1.0)
@@ -195,17 +191,7 @@ def test_ends_as_a_timeout_before_airflow_would_time_the_deferral_out(sms_connec
 
 def test_a_poll_still_running_at_the_timeout_is_cut_short(sms_connections, monkeypatch):
     """A slow status read (retries, backoff) cannot carry the trigger past ``timeout_at``."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BITEL_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "bitel",
-                "password": "sandbox-bitel-token",
-                "host": sms_connections.url,
-                "extra": {"max_retries": 50, "retry_backoff": 0.5},
-            }
-        ),
-    )
+    retrying_bitel(monkeypatch, sms_connections.url, max_retries=50, retry_backoff=0.5)
     messages = send(["09121234567"])
     sms_connections.configure(status_5xx_rate=1.0)
     started = time.monotonic()
