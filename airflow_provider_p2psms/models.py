@@ -175,11 +175,15 @@ class SendReceipt(TypedDict):
     """What ``P2PSmsOperator`` returns through XCom, and what ``P2PSmsDeliverySensor`` reads.
 
     ``messages`` packs one line ``"<message id> <recipient>"`` per accepted message (recipient in
-    wire format), lines joined by ``"\\n"``: one string instead of a list per message keeps a receipt
-    of hundreds of thousands of messages small and cheap to store. Past :data:`PACK_THRESHOLD`
-    characters the lines are zlib-compressed, as ``"zlib:" + base64``. Read it with
-    :func:`receipt_messages`. ``problems`` holds at most a few hundred masked examples of invalid
-    rows, uncertain and rejected messages, for the log and the UI; the counts are exact.
+    wire format), lines joined by ``"\\n"``, while they take at most :data:`INLINE_MESSAGES` characters.
+    A larger campaign's messages are kept out of the XCom, and ``messages`` refers to them: ``"outcomes:"``
+    when the send wrote an outcomes table (its rows of this task instance with a message id), else
+    ``"detail:<URL>"``, a compressed file under ``[p2psms] detail_path`` (see
+    :mod:`airflow_provider_p2psms.campaign.detail`). Read them with
+    :func:`airflow_provider_p2psms.campaign.receipt_detail.iter_receipt_messages`, whatever the size. (Receipts of
+    earlier versions may hold ``"zlib:" + base64`` lines: read the same way.) ``problems`` holds at most a
+    few hundred masked examples of invalid rows, uncertain and rejected messages; the counts are exact. A
+    receipt stays under 64 KB however large the campaign.
 
     ``task`` is the send task instance (``dag_id``, ``run_id``, ``task_id``, ``map_index``), and
     ``outcomes`` the outcomes table it wrote (``{"conn_id": ..., "table": ...}``) or ``None``: the sensor
@@ -196,16 +200,32 @@ class SendReceipt(TypedDict):
     outcomes: dict[str, str] | None
 
 
-#: A receipt's ``messages`` longer than this many characters are compressed.
+#: A receipt's ``messages`` longer than this many characters (a few hundred messages) are kept out of it.
+INLINE_MESSAGES = 16_384
+#: Kept for readers of receipts written by earlier versions, which compressed past this many characters.
 PACK_THRESHOLD = 65_536
 
 _PACKED_PREFIX = "zlib:"
 
 
 def receipt_messages(messages: str | list[list[str]]) -> list[list[str]]:
-    """``[message_id, recipient]`` pairs from a receipt's ``messages`` (lines, compressed lines, or a list)."""
+    """
+    ``[message_id, recipient]`` pairs from a receipt's ``messages`` (lines, compressed lines, a detail
+    file's reference, or a list), all in memory: for a receipt of any size, and for one whose messages
+    are in its outcomes table, use :func:`airflow_provider_p2psms.campaign.receipt_detail.iter_receipt_messages`.
+    """
     if isinstance(messages, str):
-        if messages.startswith(_PACKED_PREFIX):
+        if messages.startswith("outcomes:"):
+            raise ValueError(
+                "This receipt's messages are in its outcomes table: read them with "
+                "airflow_provider_p2psms.campaign.receipt_detail.iter_receipt_messages(receipt), "
+                "given the whole receipt."
+            )
+        if messages.startswith("detail:"):
+            from airflow_provider_p2psms.campaign.detail import read_text
+
+            messages = read_text(messages)
+        elif messages.startswith(_PACKED_PREFIX):
             import base64
             import zlib
 
@@ -216,45 +236,75 @@ def receipt_messages(messages: str | list[list[str]]) -> list[list[str]]:
 
 class MessagesPacker:
     """
-    Build a receipt's ``messages`` as messages are accepted: plain lines while they are few, then
-    compressed as they come, so that neither the lines nor the receipt are ever held uncompressed.
+    Build a receipt's ``messages`` as messages are accepted: plain lines while they are few; past
+    :data:`INLINE_MESSAGES` characters, written out as they come to ``detail`` (a writer with ``write`` and
+    ``commit``, see :class:`~airflow_provider_p2psms.campaign.detail.DetailWriter`), or not kept at all when
+    ``detail`` is ``"outcomes:"`` (the outcomes table has them). Memory stays the same whatever the size.
+
+    :param detail: where a large receipt's messages go; ``None`` keeps them in memory, compressed (a
+        receipt that is not an XCom, such as a hook user's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, detail: Any = None) -> None:
+        self._detail = detail
         self._lines: list[str] = []
         self._size = 0
         self._compressor: Any = None
         self._packed: list[bytes] = []
         self._value: str | None = None
+        self._out = False
 
     def add(self, pairs: Iterable[Sequence[str]]) -> None:
         """Add ``(message_id, recipient)`` pairs."""
         text = "\n".join(f"{message_id} {recipient}" for message_id, recipient in pairs)
         if not text:
             return
+        if self._out:
+            if self._detail != "outcomes:":
+                self._detail.write(text + "\n")
+            return
         if self._compressor is not None:
             self._packed.append(self._compressor.compress(b"\n" + text.encode()))
             return
         self._lines.append(text)
         self._size += len(text) + 1
-        if self._size > PACK_THRESHOLD:
+        if self._detail is not None and self._size > INLINE_MESSAGES:
+            if self._detail != "outcomes:":
+                self._detail.write("\n".join(self._lines) + "\n")
+            self._lines = []
+            self._out = True
+        elif self._detail is None and self._size > PACK_THRESHOLD:
             import zlib
 
             self._compressor = zlib.compressobj(6)
             self._packed.append(self._compressor.compress("\n".join(self._lines).encode()))
             self._lines = []
 
+    @property
+    def kept_out(self) -> bool:
+        """Whether the messages went out of the receipt (to a detail file or the outcomes table)."""
+        return self._out
+
     def value(self) -> str:
-        """The receipt's ``messages``, once every message is added."""
-        if self._compressor is None:
-            return "\n".join(self._lines)
-        if self._value is None:
+        """The receipt's ``messages``, once every message is added (a detail file is committed then)."""
+        if self._value is not None:
+            return self._value
+        if self._out:
+            self._value = "outcomes:" if self._detail == "outcomes:" else str(self._detail.commit())
+        elif self._compressor is None:
+            self._value = "\n".join(self._lines)
+        else:
             import base64
 
             packed = b"".join(self._packed) + self._compressor.flush()
             self._packed = []
             self._value = (_PACKED_PREFIX.encode() + base64.b64encode(packed)).decode()
         return self._value
+
+    def discard(self) -> None:
+        """Drop a detail file that will not be committed (the send failed)."""
+        if self._out and self._value is None and self._detail != "outcomes:":
+            self._detail.discard()
 
 
 class DeliveryReport(TypedDict):
@@ -264,11 +314,14 @@ class DeliveryReport(TypedDict):
     ``nothing_attempted`` or ``error``). ``attempted`` = ``total`` (the receipt's messages, tracked) +
     ``uncertain_at_send`` + ``rejected_at_send``; ``delivered_ratio`` is delivered / attempted (``None``
     when nothing was attempted). ``counts`` maps every normalized status to its number of tracked
-    messages; ``messages`` holds one ``[message_id, masked recipient, status]`` triple per message.
-    ``parts`` is the sum of the SMS parts the gateway's status reports gave for tracked messages (0 when
-    none did); ``price`` the sum of the prices in the reports that made messages final, ``None`` when none
-    gave one. The sensor writes the same values into the rows of an outcomes table, so the rows' sums
-    can be checked against them.
+    messages. ``messages`` holds one ``[message_id, masked recipient, status]`` triple per message when
+    there are at most 500 (``messages_listed`` is then true); a larger report lists none, so that it
+    stays under 64 KB, and ``not_delivered_sample`` holds up to 20 masked numbers that ended other than
+    delivered, in every report. ``outcomes`` names the outcomes table that has every message's status
+    (``{"conn_id", "table"}``), or is ``None``. ``parts`` is the sum of the SMS parts the gateway's status
+    reports gave for tracked messages (0 when none did); ``price`` the sum of the prices in the reports
+    that made messages final, ``None`` when none gave one. The sensor writes the same values into the rows
+    of an outcomes table, so the rows' sums can be checked against them.
     """
 
     provider: str
@@ -285,3 +338,6 @@ class DeliveryReport(TypedDict):
     parts: int
     price: float | None
     messages: list[list[str]]
+    messages_listed: bool
+    not_delivered_sample: list[str]
+    outcomes: dict[str, str] | None

@@ -130,6 +130,13 @@ class DeliveryOutcomes:
                 message_id, recipient, tracker.statuses[index].value, parts=tracker.parts[index] or None, reason=reason
             )
 
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """The send's messages with what the table says of them, as :meth:`OutcomesTable.messages_of` reads them."""
+        from airflow_provider_p2psms.campaign.outcomes import OutcomesTable
+
+        with OutcomesTable(self.conn_id, self.table) as outcomes:
+            yield from outcomes.messages_of(self.task)
+
     def write(self, updates: Iterable[DeliveryUpdate]) -> int:
         """Apply ``updates`` (streamed, in chunks) on a connection of its own; how many were written."""
         from airflow_provider_p2psms.campaign.outcomes import OutcomesTable
@@ -148,7 +155,7 @@ class DeliveryOutcomes:
         Write :meth:`end_updates`. The wait's result is known by then and every status was written as it
         changed: a table that cannot take the reasons is logged as a warning, and changes nothing else.
         """
-        pending = len(tracker.pending)
+        pending = tracker.pending_count
         if not pending or ending not in END_REASONS:
             return
         try:

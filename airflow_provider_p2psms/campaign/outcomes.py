@@ -57,6 +57,7 @@ from airflow_provider_p2psms.campaign.outcome_schema import (
     SQLITE,
     STATUSES,
     SUPPORTED_DATABASES,
+    TASK_COLUMNS,
     DeliveryUpdate,
     Outcome,
     SendTaskKey,
@@ -202,6 +203,31 @@ class OutcomesTable:
         fixed = task.params()
         rows = (update_params(update, fixed) for update in updates)
         return self._write(update_sql(self.table, self._parameter()), rows)
+
+    def messages_of(self, task: SendTaskKey) -> Iterator[tuple[Any, ...]]:
+        """
+        The messages ``task`` sent, as ``(message_id, recipient, status, parts, price)`` rows, streamed in
+        ``chunk_size`` pieces, in the order they were accepted (``sent_at``, then message id and recipient).
+        """
+        placeholder = self._parameter()
+        where = " AND ".join(f"{column} = {placeholder}" for column in TASK_COLUMNS)
+        sql = (
+            f"SELECT message_id, recipient, status, parts, price FROM {self.table} "
+            f"WHERE {where} AND message_id IS NOT NULL ORDER BY sent_at, message_id, recipient"
+        )
+        connection = self._connect()
+        with closing(connection.cursor()) as cursor:
+            try:
+                cursor.execute(sql, task.params())
+            except Exception as error:
+                connection.rollback()
+                raise P2PSmsError(
+                    f"Reading the messages of task '{task.task_id}' from outcomes table '{self.table}' on "
+                    f"connection '{self.sql_conn_id}' failed: {_describe(error)}."
+                ) from None
+            while chunk := cursor.fetchmany(self.chunk_size):
+                yield from chunk
+        connection.rollback()  # a read: end its transaction, so no snapshot is held open
 
     def _write(self, sql: str, rows: Iterator[tuple[Any, ...]]) -> int:
         connection = self._connect()

@@ -1,8 +1,9 @@
 """The send receipt: what a campaign's send task returns, built in one place for real sends and dry runs.
 
 Accepted messages are packed as they come (see :class:`~airflow_provider_p2psms.models.MessagesPacker`),
-so the receipt never holds a campaign's messages as Python objects; problems keep at most
-:data:`MAX_PROBLEMS` masked examples, while the counts are exact.
+so the receipt never holds a campaign's messages as Python objects; past a few hundred they go to a detail
+file, or stay only in the outcomes table (:mod:`.detail`), so the receipt's size does not grow with the
+campaign. Problems keep at most :data:`MAX_PROBLEMS` masked examples, while the counts are exact.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     from airflow_provider_p2psms.campaign.recipients import MessageBuilder
 
 #: Masked examples of problems (invalid rows, uncertain and rejected messages) kept for the log and the receipt.
-MAX_PROBLEMS = 200
+MAX_PROBLEMS = 100
+#: A problem line longer than this is cut (a row key may be long): the receipt's size stays bounded.
+MAX_PROBLEM_CHARS = 200
 
 #: The version of the receipt's format.
 RECEIPT_VERSION = 1
@@ -28,12 +31,14 @@ class ReceiptBuilder:
 
     :param provider: the gateway's connection type, e.g. ``"bitel"``.
     :param sms_conn_id: the SMS connection the messages went through.
+    :param detail: where the messages go once too many for the receipt: ``"outcomes:"`` (the outcomes
+        table has them) or a :class:`~.detail.DetailWriter`; ``None`` keeps them in the receipt.
     """
 
-    def __init__(self, provider: str, sms_conn_id: str) -> None:
+    def __init__(self, provider: str, sms_conn_id: str, detail: Any = None) -> None:
         self.provider = provider
         self.sms_conn_id = sms_conn_id
-        self._accepted = MessagesPacker()
+        self._accepted = MessagesPacker(detail)
         self.accepted = 0
         self.resumed = 0
         self.parts = 0
@@ -66,6 +71,10 @@ class ReceiptBuilder:
     def add_rejected(self, keys: Iterable[int]) -> None:
         """Count messages the gateway refused (by key, as :meth:`add_uncertain`)."""
         self.rejected.update(keys)
+
+    def discard(self) -> None:
+        """Drop what was written out for a receipt that will not be built (the send failed)."""
+        self._accepted.discard()
 
     def problem(self, text: str) -> None:
         """Note a masked problem line, while fewer than :data:`MAX_PROBLEMS` are kept."""
@@ -104,7 +113,11 @@ class ReceiptBuilder:
             "sms_conn_id": self.sms_conn_id,
             "counts": counts,
             "messages": self._accepted.value(),
-            "problems": [*rows.problems, *self.problems][:MAX_PROBLEMS],
+            "problems": [_cut(line) for line in [*rows.problems, *self.problems][:MAX_PROBLEMS]],
             "task": dict(task) if task is not None else None,
             "outcomes": dict(outcomes) if outcomes is not None else None,
         }
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MAX_PROBLEM_CHARS else line[: MAX_PROBLEM_CHARS - 1] + "…"

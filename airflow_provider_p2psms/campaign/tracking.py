@@ -30,17 +30,50 @@ from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_p2psms.models import (
-    DeliveryReport,
-    DeliveryState,
-    DeliveryStatus,
-    SmsReceipt,
-    receipt_messages,
+from airflow_provider_p2psms.campaign.tracker_state import (
+    _BY_CODE,
+    _CODE,
+    _FINAL_CODES,
+    _KNOWN_CODES,
+    _LETTER,
+    _MAX_PARTS,
+    _STATUS_OF_VALUE,
+    PACK_STATE_ABOVE,
+    REPORT_MESSAGES,
+    PackedMessages,
+    TrackerSnapshot,
+    _Statuses,
+    describe_counts,
+    pack_parts,
+    pack_state,
+    unpack_parts,
+    unpack_state,
 )
+from airflow_provider_p2psms.models import DeliveryReport, DeliveryState, DeliveryStatus, SmsReceipt
 from airflow_provider_p2psms.utils.phone import mask_phone
 
+__all__ = [
+    "ALL_FINAL",
+    "ENDINGS",
+    "ERROR",
+    "GAVE_UP",
+    "NOTHING_ATTEMPTED",
+    "PACK_STATE_ABOVE",
+    "REPORT_MESSAGES",
+    "TIMEOUT",
+    "UNREACHABLE",
+    "DeliveryTarget",
+    "DeliveryTracker",
+    "PackedMessages",
+    "TrackerSnapshot",
+    "pack_parts",
+    "pack_state",
+    "unpack_parts",
+    "unpack_state",
+]
+
 if TYPE_CHECKING:
-    from collections.abc import Generator, Mapping, Sequence
+    from collections.abc import Generator, Iterable, Mapping, Sequence
 
     import httpx
 
@@ -49,8 +82,6 @@ if TYPE_CHECKING:
 #: Receipts per ``get_statuses`` call during a full poll, to bound the memory of one call.
 POLL_CHUNK = 2000
 
-#: A state longer than this many letters is kept compressed.
-PACK_STATE_ABOVE = 1024
 
 #: Every message is final.
 ALL_FINAL: Final = "all_final"
@@ -67,71 +98,19 @@ ERROR: Final = "error"
 #: How a wait can end, as the delivery report's ``ending`` says.
 ENDINGS: Final = (ALL_FINAL, UNREACHABLE, GAVE_UP, TIMEOUT, NOTHING_ATTEMPTED, ERROR)
 
-_LETTER = {
-    DeliveryStatus.PENDING: "p",
-    DeliveryStatus.SENT: "s",
-    DeliveryStatus.DELIVERED: "d",
-    DeliveryStatus.FAILED: "f",
-    DeliveryStatus.BLACKLISTED: "b",
-    DeliveryStatus.REJECTED: "r",
-    DeliveryStatus.UNKNOWN: "u",
-}
-_STATUS = {letter: status for status, letter in _LETTER.items()}
-_PACKED_PREFIX = "zlib:"
 #: Spreads the rotating probe over the receipt: neighbours in a receipt were accepted together.
 _ROTATION_STRIDE = 0x9E3779B1
-#: Parts are kept in one byte per message: a concatenated SMS counts its parts in one byte (at most 255).
-_MAX_PARTS = 255
-
-
-def pack_state(state: str) -> str:
-    """A tracker state as kept between pokes: as is when short, else ``"zlib:" + base64``."""
-    if len(state) <= PACK_STATE_ABOVE:
-        return state
-    import base64
-    import zlib
-
-    return _PACKED_PREFIX + base64.b64encode(zlib.compress(state.encode(), 9)).decode()
-
-
-def unpack_state(state: str) -> str:
-    """One letter per message, from :func:`pack_state`'s output."""
-    if not state.startswith(_PACKED_PREFIX):
-        return state
-    import base64
-    import zlib
-
-    return zlib.decompress(base64.b64decode(state[len(_PACKED_PREFIX) :])).decode()
-
-
-def pack_parts(parts: array[int]) -> str:
-    """Parts per message (0: not known) as kept between pokes: ``""`` when none is known, else compressed."""
-    if not any(parts):
-        return ""
-    import base64
-    import zlib
-
-    return base64.b64encode(zlib.compress(parts.tobytes(), 9)).decode()
-
-
-def unpack_parts(packed: str | None, count: int) -> array[int]:
-    """:func:`pack_parts`'s input back, for ``count`` messages."""
-    if not packed:
-        return array("B", bytes(count))
-    import base64
-    import zlib
-
-    parts = array("B", zlib.decompress(base64.b64decode(packed)))
-    if len(parts) != count:
-        raise ValueError(f"parts of {len(parts)} messages cannot describe {count} messages")
-    return parts
 
 
 class DeliveryTracker:
     """
     The delivery states of a receipt's messages, and the polling that updates them.
 
-    :param messages: the send receipt's ``messages`` (packed, or ``[message_id, recipient]`` pairs).
+    Memory is a few dozen bytes a message (:class:`PackedMessages`, one byte of state and one of parts),
+    and a poll makes no copy of the campaign but the indices of the messages it asks about.
+
+    :param messages: the send receipt's ``messages`` (inline, a detail file, ``[message_id, recipient]``
+        pairs, or :class:`PackedMessages`).
     :param state: :meth:`state` of an earlier tracker of the same messages.
     :param polls: how many polls that earlier tracker had made.
     :param parts: :meth:`packed_parts` of that earlier tracker; default none known.
@@ -141,7 +120,7 @@ class DeliveryTracker:
 
     def __init__(
         self,
-        messages: str | list[list[str]],
+        messages: str | list[list[str]] | PackedMessages,
         state: str | None = None,
         polls: int = 0,
         *,
@@ -149,26 +128,53 @@ class DeliveryTracker:
         price: float | None = None,
         record_changes: bool = False,
     ) -> None:
-        self.messages = receipt_messages(messages)
+        self.messages = PackedMessages.of(messages)
+        count = len(self.messages)
         letters = unpack_state(state) if state else ""
-        if state is not None and len(letters) != len(self.messages):
-            raise ValueError(f"a tracker state of {len(letters)} letters cannot describe {len(self.messages)} messages")
-        self.statuses = (
-            [_STATUS[letter] for letter in letters] if letters else [DeliveryStatus.PENDING] * len(self.messages)
-        )
+        if state is not None and len(letters) != count:
+            raise ValueError(f"a tracker state of {len(letters)} letters cannot describe {count} messages")
+        codes = bytearray(letters.encode("ascii")) if letters else bytearray(b"p") * count
+        if codes.translate(None, _KNOWN_CODES):
+            raise ValueError("a tracker state holds letters that are no status")
+        self.statuses = _Statuses(codes)
         self.polls = polls
-        self.parts = unpack_parts(parts, len(self.messages))
+        self.parts = unpack_parts(parts, count)
         #: The SMS parts the reports gave, summed over the messages (a message no report counted adds 0).
         self.total_parts = sum(self.parts)
         #: The sum of the prices in the reports that made messages final; ``None`` while none gave one.
         self.price = None if price is None else float(price)
         self.record_changes = record_changes
         self._changes: dict[int, DeliveryState] = {}
-        self._by_id: dict[str, list[int]] | None = None
+        self._final = sum(codes.count(code) for code in _FINAL_CODES)
+
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[Sequence[Any]], *, polls: int = 0, record_changes: bool = False
+    ) -> DeliveryTracker:
+        """
+        A tracker of messages read from an outcomes table: ``(message_id, recipient, status, parts, price)``
+        rows, whose statuses are what the tracking last wrote there.
+        """
+        lines: list[str] = []
+        letters = bytearray()
+        parts = array("B")
+        price: float | None = None
+        for message_id, recipient, status, row_parts, row_price in rows:
+            lines.append(f"{message_id} {recipient}\n")
+            found = _STATUS_OF_VALUE.get(str(status), DeliveryStatus.PENDING)
+            letters += _LETTER[found].encode()
+            parts.append(min(int(row_parts), _MAX_PARTS) if row_parts and int(row_parts) > 0 else 0)
+            if found.is_final and row_price is not None:
+                price = (price or 0.0) + float(row_price)
+        state = pack_state(letters.decode())
+        tracker = cls(PackedMessages("".join(lines)), state, polls, price=price, record_changes=record_changes)
+        tracker.parts = parts
+        tracker.total_parts = sum(parts)
+        return tracker
 
     def state(self) -> str:
         """One letter per message (compressed when long); give it back to the constructor to resume."""
-        return pack_state("".join(_LETTER[status] for status in self.statuses))
+        return pack_state(self.statuses.codes.decode("ascii"))
 
     def packed_parts(self) -> str:
         """The parts known per message, packed; give it back to the constructor (``parts``) to resume."""
@@ -180,12 +186,28 @@ class DeliveryTracker:
         return changes
 
     @property
-    def pending(self) -> list[int]:
-        return [index for index, status in enumerate(self.statuses) if not status.is_final]
+    def total(self) -> int:
+        return len(self.statuses)
+
+    @property
+    def final(self) -> int:
+        return self._final
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.statuses) - self._final
+
+    @property
+    def pending(self) -> array[int]:
+        """The indices of the messages not final yet, in receipt order."""
+        codes = self.statuses.codes
+        if not self.pending_count:
+            return array("Q")
+        return array("Q", (index for index, code in enumerate(codes) if code not in _FINAL_CODES))
 
     @property
     def all_final(self) -> bool:
-        return all(status.is_final for status in self.statuses)
+        return self._final == len(self.statuses)
 
     def poll(self, hook: P2PSmsHook, *, everything: bool = False) -> None:
         """Update the states of messages that are not final yet (in a worker); ``everything``: skip the probes."""
@@ -209,9 +231,9 @@ class DeliveryTracker:
 
     def _poll_steps(self, everything: bool) -> Generator[list[SmsReceipt], Sequence[DeliveryState], None]:
         """Yield the receipts to look up next and take their states (sent back), until this poll is done."""
-        pending = self.pending
-        if not pending:
+        if not self.pending_count:
             return
+        pending: Sequence[int] = self.pending
         self.polls += 1
         if not everything:
             probes = self._probes(pending)
@@ -219,59 +241,89 @@ class DeliveryTracker:
             if not any(self.statuses[index].is_final for index in probes):
                 return
             asked = set(probes)
-            pending = [index for index in self.pending if index not in asked]
+            pending = array("Q", (index for index in self.pending if index not in asked))
         for start in range(0, len(pending), POLL_CHUNK):
             chunk = pending[start : start + POLL_CHUNK]
             self._apply(chunk, (yield [self._receipt(index) for index in chunk]))
 
-    def _probes(self, pending: list[int]) -> list[int]:
+    def _probes(self, pending: Sequence[int]) -> list[int]:
         """The oldest, the newest and this poll's rotating pending message, with the pending sharing their ids."""
-        if self._by_id is None:
-            self._by_id = {}
-            for index, message in enumerate(self.messages):
-                self._by_id.setdefault(message[0], []).append(index)
         picked = {pending[0], pending[-1], pending[(self.polls * _ROTATION_STRIDE) % len(pending)]}
-        shared = {other for index in picked for other in self._by_id[self.messages[index][0]]}
+        # Messages that share an id (an IPPanel outbox entry) were accepted together: they are neighbours.
+        shared: set[int] = set()
+        for index in picked:
+            message_id = self.messages[index][0]
+            low = index
+            while low > 0 and self.messages[low - 1][0] == message_id:
+                low -= 1
+            high = index
+            while high + 1 < len(self.messages) and self.messages[high + 1][0] == message_id:
+                high += 1
+            shared.update(range(low, high + 1))
         return sorted(index for index in shared if not self.statuses[index].is_final)
 
     def _receipt(self, index: int) -> SmsReceipt:
-        message_id, recipient = self.messages[index][:2]
+        message_id, recipient = self.messages[index]
         return SmsReceipt(message_id=message_id, recipient=recipient)
 
     def _apply(self, indices: Sequence[int], states: Sequence[DeliveryState]) -> None:
+        codes = self.statuses.codes
         for index, found in zip(indices, states, strict=True):
             parts = min(found.parts, _MAX_PARTS) if found.parts and found.parts > 0 else self.parts[index]
-            if self.record_changes and found.status is not self.statuses[index]:
+            old = codes[index]
+            new = _CODE[found.status]
+            if self.record_changes and new != old:
                 self._changes[index] = found
-            self.statuses[index] = found.status
+            self._final += (new in _FINAL_CODES) - (old in _FINAL_CODES)
+            codes[index] = new
             self.total_parts += parts - self.parts[index]
             self.parts[index] = parts
             if found.status.is_final and found.price is not None:
                 self.price = (self.price or 0.0) + found.price
 
     def counts(self) -> dict[str, int]:
-        counts = {status.value: 0 for status in DeliveryStatus}
-        for status in self.statuses:
-            counts[status.value] += 1
-        return counts
+        codes = self.statuses.codes
+        return {status.value: codes.count(_CODE[status]) for status in DeliveryStatus}
 
     @property
     def delivered(self) -> int:
-        return sum(1 for status in self.statuses if status is DeliveryStatus.DELIVERED)
+        return self.statuses.codes.count(_CODE[DeliveryStatus.DELIVERED])
 
     def summary(self) -> str:
-        counts = ", ".join(f"{name} {count}" for name, count in self.counts().items() if count)
-        return f"{len(self.statuses)} messages: {counts or 'none'}"
+        return describe_counts(len(self.statuses), self.counts())
 
     def failed_numbers(self, limit: int = 20) -> list[str]:
         """Masked numbers of messages that ended other than delivered."""
         found = []
-        for message, status in zip(self.messages, self.statuses, strict=True):
+        codes = self.statuses.codes
+        for index, code in enumerate(codes):
+            status = _BY_CODE[code]
             if status.is_failure:
-                found.append(f"{mask_phone(message[1])} ({status.value})")
+                found.append(f"{mask_phone(self.messages[index][1])} ({status.value})")
                 if len(found) >= limit:
                     break
         return found
+
+    def snapshot(self) -> TrackerSnapshot:
+        """What a report needs of this tracker, without its messages (small whatever the campaign)."""
+        return TrackerSnapshot(
+            total=len(self.statuses),
+            counts=self.counts(),
+            parts=self.total_parts,
+            price=self.price,
+            polls=self.polls,
+            not_delivered=self.failed_numbers(),
+            messages=self.report_messages(),
+        )
+
+    def report_messages(self) -> list[list[str]] | None:
+        """Every ``[message_id, masked recipient, status]``, up to :data:`REPORT_MESSAGES`; else ``None``."""
+        if len(self.statuses) > REPORT_MESSAGES:
+            return None
+        return [
+            [message_id, mask_phone(recipient), status.value]
+            for (message_id, recipient), status in zip(self.messages, self.statuses, strict=True)
+        ]
 
 
 @dataclass(frozen=True)
@@ -305,24 +357,24 @@ class DeliveryTarget:
             fail_early=fail_early,
         )
 
-    def attempted(self, tracker: DeliveryTracker) -> int:
-        return len(tracker.statuses) + self.uncertain + self.rejected
+    def attempted(self, tracker: DeliveryTracker | TrackerSnapshot) -> int:
+        return tracker.total + self.uncertain + self.rejected
 
-    def ratio(self, tracker: DeliveryTracker) -> float | None:
+    def ratio(self, tracker: DeliveryTracker | TrackerSnapshot) -> float | None:
         """Delivered / attempted; ``None`` when nothing was attempted."""
         attempted = self.attempted(tracker)
         return tracker.delivered / attempted if attempted else None
 
-    def best_ratio(self, tracker: DeliveryTracker) -> float:
+    def best_ratio(self, tracker: DeliveryTracker | TrackerSnapshot) -> float:
         """The ratio if every message not final yet were delivered."""
         attempted = self.attempted(tracker)
-        return (tracker.delivered + len(tracker.pending)) / attempted if attempted else 1.0
+        return (tracker.delivered + tracker.pending_count) / attempted if attempted else 1.0
 
-    def met(self, tracker: DeliveryTracker) -> bool:
+    def met(self, tracker: DeliveryTracker | TrackerSnapshot) -> bool:
         ratio = self.ratio(tracker)
         return ratio is None or ratio + 1e-9 >= self.min_delivered_ratio
 
-    def ending(self, tracker: DeliveryTracker, *, deadline_passed: bool = False) -> str | None:
+    def ending(self, tracker: DeliveryTracker | TrackerSnapshot, *, deadline_passed: bool = False) -> str | None:
         """How the wait ends now (one of :data:`ENDINGS`), or ``None`` to keep waiting. Never an early success."""
         if not self.attempted(tracker):
             return NOTHING_ATTEMPTED
@@ -332,25 +384,31 @@ class DeliveryTarget:
             return UNREACHABLE
         return GAVE_UP if deadline_passed else None
 
-    def report(self, tracker: DeliveryTracker, provider: str, sms_conn_id: str, ending: str) -> DeliveryReport:
-        """The delivery report: how the wait ended, the ratio, counts per status and every message, masked."""
-        ratio = self.ratio(tracker)
+    def report(
+        self, tracker: DeliveryTracker | TrackerSnapshot, provider: str, sms_conn_id: str, ending: str
+    ) -> DeliveryReport:
+        """
+        The delivery report: how the wait ended, the ratio, counts per status, and every message (masked)
+        for a campaign of at most :data:`REPORT_MESSAGES`; else a sample of the numbers not delivered.
+        """
+        snapshot = tracker.snapshot() if isinstance(tracker, DeliveryTracker) else tracker
+        ratio = self.ratio(snapshot)
         return {
             "provider": provider,
             "sms_conn_id": sms_conn_id,
             "ending": ending,
-            "attempted": self.attempted(tracker),
-            "total": len(tracker.statuses),
-            "final": sum(1 for status in tracker.statuses if status.is_final),
+            "attempted": self.attempted(snapshot),
+            "total": snapshot.total,
+            "final": snapshot.final,
             "uncertain_at_send": self.uncertain,
             "rejected_at_send": self.rejected,
             "delivered_ratio": None if ratio is None else round(ratio, 6),
             "min_delivered_ratio": self.min_delivered_ratio,
-            "counts": tracker.counts(),
-            "parts": tracker.total_parts,
-            "price": None if tracker.price is None else round(tracker.price, 6),
-            "messages": [
-                [message[0], mask_phone(message[1]), status.value]
-                for message, status in zip(tracker.messages, tracker.statuses, strict=True)
-            ],
+            "counts": snapshot.counts_dict(),
+            "parts": snapshot.parts,
+            "price": None if snapshot.price is None else round(snapshot.price, 6),
+            "messages": snapshot.messages if snapshot.messages is not None else [],
+            "messages_listed": snapshot.messages is not None,
+            "not_delivered_sample": snapshot.not_delivered,
+            "outcomes": None,
         }

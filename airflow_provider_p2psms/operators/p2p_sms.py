@@ -10,7 +10,14 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.hooks.factory import get_sms_hook
-from airflow_provider_p2psms.operators.steps import log_summary, outcomes_target, preview, resolve_send_time, templated
+from airflow_provider_p2psms.operators.steps import (
+    log_summary,
+    outcomes_target,
+    preview,
+    receipt_detail,
+    resolve_send_time,
+    templated,
+)
 from airflow_provider_p2psms.utils.rendered import PersonalDataFields, as_bool
 from airflow_provider_p2psms.utils.window import SendWindow
 
@@ -280,7 +287,9 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             parameters=self.personal_value("parameters"),
             fetch_size=self.fetch_size,
         )
-        receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id)
+        # A large campaign's messages go to the outcomes table or a detail file: checked before sending.
+        detail = None if self.dry_run else receipt_detail(task, recorder, self.task_id, context["ti"].try_number)
+        receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id, detail)
         if self.dry_run:
             built = preview(hook, builder, rows, receipt, self.log)
             if not built["counts"]["dry_run"]:
@@ -297,19 +306,23 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
                 len(ledger.sent),
                 len(ledger.uncertain),
             )
-        send_campaign(
-            hook,
-            builder.build(rows),
-            ledger=ledger,
-            receipt=receipt,
-            recorder=recorder,
-            resend_uncertain=self.on_uncertain == "resend",
-            check_all_first=self.on_invalid == "fail",
-            max_concurrency=self.max_concurrency,
-            send_time=send_time,
-            on_rejected=self.on_rejected,
-            log=self.log,
-        )
+        try:
+            send_campaign(
+                hook,
+                builder.build(rows),
+                ledger=ledger,
+                receipt=receipt,
+                recorder=recorder,
+                resend_uncertain=self.on_uncertain == "resend",
+                check_all_first=self.on_invalid == "fail",
+                max_concurrency=self.max_concurrency,
+                send_time=send_time,
+                on_rejected=self.on_rejected,
+                log=self.log,
+            )
+        except BaseException:
+            receipt.discard()
+            raise
         outcomes = None if recorder is None else {"conn_id": recorder.sql_conn_id, "table": recorder.table}
         built = receipt.build(builder, task=dataclasses.asdict(task), outcomes=outcomes)
         log_summary(self.log, hook, self.sms_conn_id, built)

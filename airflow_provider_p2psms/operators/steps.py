@@ -130,3 +130,17 @@ def log_summary(log: Any, hook: P2PSmsHook, sms_conn_id: str, receipt: SendRecei
         log.warning("%s", problem)
     if len(receipt["problems"]) > 20:
         log.warning("... and %d more problems, listed in the receipt.", len(receipt["problems"]) - 20)
+
+
+def receipt_detail(task: Any, recorder: Any, who: str, try_number: int) -> Any:
+    """
+    Where the receipt's messages go once too many for an XCom: the outcomes table when there is one, else
+    a detail file of this try (:mod:`~airflow_provider_p2psms.campaign.detail`), whose storage is checked
+    now, before anything is sent.
+    """
+    from airflow_provider_p2psms.campaign.detail import OUTCOMES_REF, DetailWriter, detail_root, task_folder
+
+    if recorder is not None:
+        return OUTCOMES_REF
+    folder = task_folder(detail_root(who), task.dag_id, task.run_id, task.task_id, task.map_index)
+    return DetailWriter(folder, f"messages-{try_number}.zlib")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,24 +18,14 @@ if TYPE_CHECKING:
 
     from airflow_provider_p2psms.campaign.delivery_outcomes import DeliveryOutcomes
     from airflow_provider_p2psms.campaign.stores import KeyValueStore
-    from airflow_provider_p2psms.campaign.tracking import DeliveryTarget, DeliveryTracker
+    from airflow_provider_p2psms.campaign.tracking import DeliveryTarget, DeliveryTracker, TrackerSnapshot
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import DeliveryReport, SendReceipt
-
-_STATE_KEY = "p2psms.delivery"
+    from airflow_provider_p2psms.sensors.progress import Progress
 
 #: The deferred wait ends this long before Airflow's own deferral timeout (at most), so the sensor can
 #: still write its report; a tenth of ``timeout`` when that is shorter.
 _TIMEOUT_MARGIN_SECONDS = 5.0
-
-
-@dataclass
-class _Progress:
-    """What a poke knows: the messages' states, and when to give up (seconds since the epoch)."""
-
-    tracker: DeliveryTracker
-    deadline: float | None
-    try_number: int | None
 
 
 class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
@@ -119,7 +108,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         self.outcomes_conn_id = outcomes_conn_id
         self.outcomes_table = outcomes_table
         self._outcomes: tuple[DeliveryOutcomes | None] | None = None  # None until resolved
-        self._progress: _Progress | None = None
+        self._progress: Progress | None = None
         self._checkpoints: KeyValueStore | None = None
         self._hook: P2PSmsHook | None = None
         self._reported = False
@@ -148,6 +137,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
                 self._push(context, self._report(self._progress.tracker, receipt, TIMEOUT))
                 self._write_end(self._progress.tracker, receipt, TIMEOUT)
                 self._forget(context)
+                self._release(context, receipt, done=True)
             raise
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
@@ -162,7 +152,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         tracker = progress.tracker
         deadline_passed = progress.deadline is not None and time.time() >= progress.deadline
         try:
-            if tracker.pending:
+            if tracker.pending_count:
                 hook = self._get_hook(receipt)
                 tracker.poll(hook, everything=deadline_passed)
                 if not deadline_passed and target.ending(tracker) == UNREACHABLE:
@@ -184,40 +174,40 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._end(context, tracker, receipt, ending))
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> DeliveryReport:
-        from airflow_provider_p2psms.campaign.tracking import ALL_FINAL, ERROR, TIMEOUT, DeliveryTracker
+        from airflow_provider_p2psms.campaign.tracking import ALL_FINAL, ERROR, TIMEOUT, TrackerSnapshot
         from airflow_provider_p2psms.exceptions import P2PSmsError
         from airflow_provider_p2psms.version_compat import AirflowSensorTimeout
 
         receipt = self._read_receipt()
-        tracker = DeliveryTracker(
-            receipt["messages"], state=event.get("state"), polls=int(event.get("polls", 0)), price=event.get("price")
-        )
-        # The trigger wrote the statuses that changed as it polled; the event carries totals only.
-        tracker.total_parts = int(event.get("parts") or 0)
+        # The trigger wrote every status, and the reasons of an ending, to the outcomes table; the event
+        # carries totals and a sample, never a row per message.
+        snapshot = TrackerSnapshot.from_event(event)
         if event.get("status") != "done":
-            self._push(context, self._report(tracker, receipt, ERROR))
+            self._push(context, self._report(snapshot, receipt, ERROR))
             raise P2PSmsError(f"Tracking delivery failed: {event.get('message', event)}")
         ending = str(event.get("ending") or ALL_FINAL)
         if ending == TIMEOUT:
-            self._push(context, self._report(tracker, receipt, TIMEOUT))
-            self._write_end(tracker, receipt, TIMEOUT)
+            self._push(context, self._report(snapshot, receipt, TIMEOUT))
+            self._release(context, receipt, done=True)
             raise AirflowSensorTimeout(
-                f"Sensor has timed out: its timeout of {self.timeout:g} s passed with {len(tracker.pending)} of "
-                f"{len(tracker.statuses)} messages not final. {tracker.summary()}."
+                f"Sensor has timed out: its timeout of {self.timeout:g} s passed with {snapshot.pending_count} of "
+                f"{snapshot.total} messages not final. {snapshot.summary()}."
             )
-        return self._end(context, tracker, receipt, ending)
+        return self._end(context, snapshot, receipt, ending)
 
     # ------------------------------------------------------------------ helpers
 
     def _defer(self, context: Context) -> Any:
+        from airflow_provider_p2psms.campaign.detail import is_ref
         from airflow_provider_p2psms.campaign.tracking import ALL_FINAL
         from airflow_provider_p2psms.triggers.p2p_sms import P2PSmsDeliveryTrigger
 
         receipt = self._read_receipt()
         target = self._target(receipt)
-        tracker = self._new_tracker(receipt)
-        if not tracker.messages:
-            return self._end(context, tracker, receipt, target.ending(tracker) or ALL_FINAL)
+        if not is_ref(receipt["messages"]):
+            tracker = self._new_tracker(receipt)
+            if not tracker.total:
+                return self._end(context, tracker, receipt, target.ending(tracker) or ALL_FINAL)
         outcomes = self._outcomes_of(receipt)
         started = time.time()
         margin = min(_TIMEOUT_MARGIN_SECONDS, self.timeout / 10)
@@ -227,6 +217,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
             trigger=P2PSmsDeliveryTrigger(
                 sms_conn_id=self._conn_id(receipt),
                 messages=receipt["messages"],
+                expected_messages=int(receipt["counts"]["sent"]) if is_ref(receipt["messages"]) else None,
                 poke_interval=self.poke_interval,
                 min_delivered_ratio=target.min_delivered_ratio,
                 uncertain=target.uncertain,
@@ -281,9 +272,10 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         return self._checkpoints
 
     def _new_tracker(self, receipt: SendReceipt) -> DeliveryTracker:
-        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
+        from airflow_provider_p2psms.campaign.receipt_detail import load_tracker
 
-        return DeliveryTracker(receipt["messages"], record_changes=self._outcomes_of(receipt) is not None)
+        outcomes = self._outcomes_of(receipt)
+        return load_tracker(receipt, outcomes, record_changes=outcomes is not None)
 
     def _outcomes_of(self, receipt: SendReceipt) -> DeliveryOutcomes | None:
         """The outcomes table to update: the sensor's own, else the one the receipt names; or None."""
@@ -306,63 +298,66 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
                 self._push(context, self._report(tracker, receipt, ERROR))
                 raise
 
-    def _write_end(self, tracker: DeliveryTracker, receipt: SendReceipt, ending: str) -> None:
+    def _write_end(self, tracker: DeliveryTracker | TrackerSnapshot, receipt: SendReceipt, ending: str) -> None:
+        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
+
         outcomes = self._outcomes_of(receipt)
-        if outcomes is not None:
+        if outcomes is not None and isinstance(tracker, DeliveryTracker):  # the trigger writes its own
             outcomes.write_end(tracker, ending, self.log)
 
-    def _load_progress(self, context: Context, receipt: SendReceipt) -> _Progress:
+    def _release(self, context: Context, receipt: SendReceipt, *, done: bool) -> None:
+        """Remove the receipt's detail file once this wait is over for good (``[p2psms] detail_retention``)."""
+        from airflow_provider_p2psms.campaign.detail import remove_detail, retention
+
+        ti = context["ti"]
+        last_try = int(getattr(ti, "try_number", 1) or 1) > int(getattr(ti, "max_tries", self.retries) or 0)
+        if (done or last_try) and retention() == "after_sensor" and remove_detail(receipt["messages"]):
+            self.log.info("Removed the receipt's detail file ([p2psms] detail_retention = after_sensor).")
+
+    def _load_progress(self, context: Context, receipt: SendReceipt) -> Progress:
         """This try's progress: in memory between pokes, or in the checkpoint store between reschedules."""
-        from airflow_provider_p2psms.campaign.tracking import DeliveryTracker
+        from airflow_provider_p2psms.sensors.progress import load_progress
 
         store = self._checkpoint_store(context)
         if store is None and self._progress is not None:
             return self._progress
-        try_number = getattr(context["ti"], "try_number", None)
-        tracker = self._new_tracker(receipt)
-        deadline = None if self.give_up_after is None else time.time() + self.give_up_after
-        saved = store.get(_STATE_KEY) if store is not None else None
-        if isinstance(saved, dict):
-            try:
-                tracker = DeliveryTracker(
-                    tracker.messages,
-                    state=saved.get("state"),
-                    polls=int(saved.get("polls", 0)),
-                    parts=saved.get("parts"),
-                    price=saved.get("price"),
-                    record_changes=tracker.record_changes,
-                )
-            except (ValueError, KeyError, TypeError):
-                self.log.warning("Ignoring a saved delivery state that does not fit this receipt.")
-            else:
-                if saved.get("try") == try_number and self.give_up_after is not None:
-                    deadline = saved.get("deadline") or deadline
-        self._progress = _Progress(tracker, deadline, try_number)
+        self._progress = load_progress(
+            receipt,
+            self._outcomes_of(receipt),
+            store,
+            give_up_after=self.give_up_after,
+            try_number=getattr(context["ti"], "try_number", None),
+            log=self.log,
+        )
         return self._progress
 
-    def _save_progress(self, context: Context, progress: _Progress) -> None:
+    def _save_progress(self, context: Context, progress: Progress) -> None:
         store = self._checkpoint_store(context)
         if store is not None:
-            tracker = progress.tracker
-            store.set(
-                _STATE_KEY,
-                {
-                    "state": tracker.state(),
-                    "polls": tracker.polls,
-                    "parts": tracker.packed_parts(),
-                    "price": tracker.price,
-                    "deadline": progress.deadline,
-                    "try": progress.try_number,
-                },
+            from airflow_provider_p2psms.campaign.detail import detail_root, task_folder
+            from airflow_provider_p2psms.sensors.progress import save_progress
+
+            ti = context["ti"]
+            map_index = getattr(ti, "map_index", -1)
+            save_progress(
+                store,
+                progress,
+                self._read_receipt(),
+                lambda: task_folder(detail_root(self.task_id), ti.dag_id, ti.run_id, ti.task_id, map_index),
             )
 
     def _forget(self, context: Context) -> None:
         store = self._checkpoint_store(context)
         if store is not None:
-            store.delete(_STATE_KEY)
+            from airflow_provider_p2psms.sensors.progress import forget_progress
 
-    def _report(self, tracker: DeliveryTracker, receipt: SendReceipt, ending: str) -> DeliveryReport:
-        return self._target(receipt).report(tracker, receipt.get("provider", ""), self._conn_id(receipt), ending)
+            forget_progress(store)
+
+    def _report(self, tracker: DeliveryTracker | TrackerSnapshot, receipt: SendReceipt, ending: str) -> DeliveryReport:
+        report = self._target(receipt).report(tracker, receipt.get("provider", ""), self._conn_id(receipt), ending)
+        outcomes = self._outcomes_of(receipt)
+        report["outcomes"] = None if outcomes is None else {"conn_id": outcomes.conn_id, "table": outcomes.table}
+        return report
 
     def _push(self, context: Context, report: DeliveryReport) -> None:
         """Make ``report`` the task's return value now, for endings that raise."""
@@ -370,7 +365,9 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
             context["ti"].xcom_push(key="return_value", value=report)
         self._reported = True
 
-    def _end(self, context: Context, tracker: DeliveryTracker, receipt: SendReceipt, ending: str) -> DeliveryReport:
+    def _end(
+        self, context: Context, tracker: DeliveryTracker | TrackerSnapshot, receipt: SendReceipt, ending: str
+    ) -> DeliveryReport:
         """The report of a wait that ended, returned on success; pushed, then raised as a failure, if not."""
         from airflow_provider_p2psms.campaign.tracking import ALL_FINAL, GAVE_UP, NOTHING_ATTEMPTED
 
@@ -379,13 +376,14 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
         self._write_end(tracker, receipt, ending)
         if ending == NOTHING_ATTEMPTED:
             self.log.info("The send attempted no message (every row was invalid or a duplicate): nothing to wait for.")
+            self._release(context, receipt, done=True)
             return report
         ratio = report["delivered_ratio"] or 0.0
         if ending == ALL_FINAL:
             why = "every message is final"
         elif ending == GAVE_UP:
             why = (
-                f"gave up after give_up_after={self.give_up_after:g} s, with {len(tracker.pending)} not final "
+                f"gave up after give_up_after={self.give_up_after:g} s, with {tracker.pending_count} not final "
                 "counted as not delivered"
             )
         else:
@@ -404,10 +402,12 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
                 why,
                 details,
             )
+            self._release(context, receipt, done=True)
             return report
         from airflow_provider_p2psms.exceptions import SmsDeliveryFailed
 
         self._push(context, report)
+        self._release(context, receipt, done=False)
         failed = tracker.failed_numbers()
         if failed:
             details += f" Not delivered: {', '.join(failed)}" + (" (first 20)." if len(failed) >= 20 else ".")

@@ -33,10 +33,14 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     at ``give_up_at`` (after one last poll of everything pending) or at ``timeout_at``, which the
     sensor sets just before Airflow's own deferral timeout so that it can still write its report.
 
-    The event is ``{"status": "done", "ending": ..., "state": <one letter per message>, "polls": n,
-    "parts": <total>, "price": <total or None>}`` (``ending`` as in the delivery report), or
-    ``{"status": "error", "message": ..., "state": ..., ...}`` if the gateway could not be read or the
-    outcomes table could not be written: small whatever the campaign, with totals, not a row per message.
+    The event is ``{"status": "done", "ending": ..., "total": n, "counts": {status: n}, "parts": <total>,
+    "price": <total or None>, "polls": n, "not_delivered": [masked sample], "messages": [triples] or None}``
+    (``ending`` as in the delivery report; the triples only for a campaign of at most 500 messages), or
+    ``{"status": "error", "message": ..., ...}`` if the gateway could not be read or the outcomes table could
+    not be written: small whatever the campaign, with totals, not a row per message.
+
+    Its arguments are small too: a large receipt's ``messages`` is a reference, and the trigger reads the
+    messages where it points (the outcomes table, or a detail file), in a thread, when it starts.
 
     With an outcomes table, the statuses that changed in a poll are written after it (see
     :mod:`~airflow_provider_p2psms.campaign.delivery_outcomes`). The database hooks are blocking code: the
@@ -47,7 +51,9 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     database connection and closes it. A write must finish by ``timeout_at``, or the wait ends in error.
 
     :param sms_conn_id: the SMS connection.
-    :param messages: the send receipt's ``messages`` (packed lines, or ``[message_id, recipient]`` pairs).
+    :param messages: the send receipt's ``messages`` (lines, a reference, or ``[message_id, recipient]`` pairs).
+    :param expected_messages: how many messages a reference to the outcomes table must find (the receipt's
+        ``sent``); default unchecked.
     :param poke_interval: seconds between polls.
     :param min_delivered_ratio: the sensor's target, for ``fail_early``.
     :param uncertain: messages of the send that were uncertain (attempted, never tracked).
@@ -66,6 +72,7 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
         *,
         sms_conn_id: str,
         messages: str | list[list[str]],
+        expected_messages: int | None = None,
         poke_interval: float = 60.0,
         min_delivered_ratio: float = 0.0,
         uncertain: int = 0,
@@ -80,6 +87,7 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
         super().__init__()
         self.sms_conn_id = sms_conn_id
         self.messages = messages
+        self.expected_messages = None if expected_messages is None else int(expected_messages)
         self.poke_interval = float(poke_interval)
         self.min_delivered_ratio = float(min_delivered_ratio)
         self.uncertain = int(uncertain)
@@ -97,6 +105,7 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
             {
                 "sms_conn_id": self.sms_conn_id,
                 "messages": self.messages,
+                "expected_messages": self.expected_messages,
                 "poke_interval": self.poke_interval,
                 "min_delivered_ratio": self.min_delivered_ratio,
                 "uncertain": self.uncertain,
@@ -118,9 +127,10 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
         from airflow_provider_p2psms.hooks.factory import get_sms_hook
 
         outcomes = DeliveryOutcomes.of(self.outcomes_conn_id, self.outcomes_table, self.send_task)
-        tracker = DeliveryTracker(self.messages, record_changes=outcomes is not None)
+        tracker = DeliveryTracker("", record_changes=outcomes is not None)
         target = DeliveryTarget(self.min_delivered_ratio, self.uncertain, self.rejected, self.fail_early)
         try:
+            tracker = await self._load(outcomes)
             # Reading the connection talks to the triggerer's supervisor: it must go through
             # sync_to_async, which knows the event loop. Polling is async HTTP on this loop.
             hook = await sync_to_async(get_sms_hook)(self.sms_conn_id)
@@ -141,15 +151,40 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
                     if ending is not None:
                         break
                     await asyncio.sleep(self._pause())
+            await self._write_end(outcomes, tracker, ending)
         except P2PSmsError as error:
-            yield TriggerEvent({"status": "error", "message": str(error), **self._progress(tracker)})
+            yield TriggerEvent({"status": "error", "message": str(error), **tracker.snapshot().to_event()})
             return
-        yield TriggerEvent({"status": "done", "ending": ending, **self._progress(tracker)})
+        yield TriggerEvent({"status": "done", "ending": ending, **tracker.snapshot().to_event()})
 
-    @staticmethod
-    def _progress(tracker: DeliveryTracker) -> dict[str, Any]:
-        """What the sensor's report needs of the tracker: the states, and totals."""
-        return {"state": tracker.state(), "polls": tracker.polls, "parts": tracker.total_parts, "price": tracker.price}
+    async def _load(self, outcomes: DeliveryOutcomes | None) -> DeliveryTracker:
+        """The tracker of the messages, read in a thread when they are in the outcomes table or a file."""
+        from asgiref.sync import sync_to_async
+
+        from airflow_provider_p2psms.campaign.detail import is_ref
+        from airflow_provider_p2psms.campaign.receipt_detail import load_tracker
+
+        receipt = {"messages": self.messages, "counts": {"sent": self.expected_messages}}
+        if not is_ref(self.messages):
+            return load_tracker(receipt, outcomes, record_changes=outcomes is not None)
+        if self.messages == "outcomes:" and outcomes is None:
+            raise P2PSmsError("The receipt's messages are in its outcomes table, and the trigger was given none.")
+        try:
+            return await sync_to_async(load_tracker, thread_sensitive=False)(
+                receipt, outcomes, record_changes=outcomes is not None
+            )
+        except P2PSmsError:
+            raise
+        except Exception as error:
+            raise P2PSmsError(f"Reading the receipt's messages failed: {type(error).__name__}: {error}") from None
+
+    async def _write_end(self, outcomes: DeliveryOutcomes | None, tracker: DeliveryTracker, ending: str) -> None:
+        """The last known status and the reason of every message still not final, once the wait has ended."""
+        if outcomes is None:
+            return
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(outcomes.write_end, thread_sensitive=False)(tracker, ending, self.log)
 
     async def _write(self, outcomes: DeliveryOutcomes | None, tracker: DeliveryTracker) -> None:
         """Write the statuses the last poll changed, in a thread of its own, by ``timeout_at``."""
