@@ -62,6 +62,13 @@ class DagRun:
             raise BenchError(f"{self.dag_id}.{task_id} has no execute start mark or end date: {task}")
         return task["end_date"].timestamp() - task["execute_start"]
 
+    def deferred_task_seconds(self, task_id: str) -> float:
+        """Wall time of a task that deferred: from its first ``execute()`` start to its end date."""
+        task = self.tasks.get(task_id) or {}
+        if task.get("first_execute_start") is None or not task.get("end_date"):
+            raise BenchError(f"{self.dag_id}.{task_id} has no execute start mark or end date: {task}")
+        return task["end_date"].timestamp() - task["first_execute_start"]
+
     def sampled_peak_rss_kb(self) -> int | None:
         """Peak RSS of the whole run as sampled (when ``/usr/bin/time`` is missing)."""
         return max(rss for _, rss in self.rss_samples) // 1024 if self.rss_samples else None
@@ -108,6 +115,8 @@ class AirflowHome:
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db}",
                 "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # The bench reads receipts' messages after their sensors have ended.
+                "AIRFLOW__P2PSMS__DETAIL_RETENTION": "keep",
                 "P2PSMS_BENCH_MARKS": str(self.marks),
             }
         )
@@ -175,6 +184,8 @@ class AirflowHome:
             task = run.tasks.get(mark["task_id"])
             if mark["dag_id"] == dag_id and task is not None and mark["run_id"] == task["run_id"]:
                 task[f"execute_{mark['event']}"] = mark["at"]
+                # A deferred task runs execute() again when it resumes: keep its first start too.
+                task.setdefault(f"first_execute_{mark['event']}", mark["at"])
         return run
 
     def _marks(self) -> list[dict[str, Any]]:
@@ -318,6 +329,10 @@ class Sandbox:
 
     def requests(self) -> list[dict[str, Any]]:
         return self._call("GET", "requests")
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message the sandbox accepted since its last reset, oldest first (with its ``id``)."""
+        return self._call("GET", "messages")
 
     def connections(self) -> dict[str, dict[str, Any]]:
         """``bench_bitel`` and ``bench_ippanel`` as a user would write them, pointing at this sandbox."""

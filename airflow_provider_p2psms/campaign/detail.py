@@ -33,6 +33,9 @@ INLINE_LIMIT: Final = 16_384
 OUTCOMES_REF: Final = "outcomes:"
 #: A reference to a detail file (followed by its ``ObjectStoragePath`` URL).
 FILE_REF: Final = "detail:"
+#: The longest line a receipt's messages can have: a message id of 100 characters, a number of 32, a space
+#: and a newline. A campaign of fewer rows than ``INLINE_LIMIT / MAX_LINE`` always stays inline.
+MAX_LINE: Final = 134
 #: ``[p2psms] detail_retention`` values.
 RETENTIONS: Final = ("after_sensor", "keep")
 
@@ -44,12 +47,15 @@ def is_ref(value: Any) -> bool:
     return isinstance(value, str) and (value.startswith(FILE_REF) or value == OUTCOMES_REF)
 
 
-def detail_root(executor_check_for: str | None) -> str:
+def detail_root(executor_check_for: str | None, checkpoint_path: str | None = None) -> str:
     """
-    The folder of detail files: ``[p2psms] detail_path``, else ``$AIRFLOW_HOME/p2psms_detail``.
+    The folder of detail files: ``[p2psms] detail_path``; else, when resume checkpoints are kept in files
+    that every worker reads (the task's ``checkpoint_path``, or ``[p2psms] checkpoint_path``), a ``detail``
+    folder there; else ``$AIRFLOW_HOME/p2psms_detail``.
 
     :param executor_check_for: the task, for the error raised when the default is a local folder and this
-        Airflow runs another executor than LocalExecutor; ``None`` to skip the check (reading a receipt).
+        Airflow runs another executor than LocalExecutor; ``None`` to skip the check.
+    :param checkpoint_path: the task's own ``checkpoint_path``, if set.
     """
     from airflow_provider_p2psms.campaign.stores import _remote_executors
     from airflow_provider_p2psms.version_compat import conf
@@ -57,14 +63,17 @@ def detail_root(executor_check_for: str | None) -> str:
     configured = conf.get("p2psms", "detail_path", fallback=None)
     if configured:
         return str(configured)
+    shared = checkpoint_path or conf.get("p2psms", "checkpoint_path", fallback=None)
+    if shared:
+        return str(shared).rstrip("/") + "/detail"
     executors = _remote_executors(str(conf.get("core", "executor", fallback="LocalExecutor") or ""))
     if executors and executor_check_for is not None:
         raise SmsConfigurationError(
             f"Task '{executor_check_for}' keeps the detail of a large campaign (every message's id and number) "
             f"out of its XComs, and this Airflow runs {', '.join(executors)}, so the sensor or the triggerer that "
             "reads it may run on another machine. Set [p2psms] detail_path (AIRFLOW__P2PSMS__DETAIL_PATH) to "
-            "shared storage such as s3://bucket/p2psms-detail, or give the send an outcomes table "
-            "(outcomes_conn_id), which then holds the detail. Nothing was sent."
+            "shared storage such as s3://bucket/p2psms-detail (a shared checkpoint_path works too), or give the "
+            "send an outcomes table (outcomes_conn_id), which then holds the detail. Nothing was sent."
         )
     home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
     return f"file://{os.path.join(home, 'p2psms_detail')}"

@@ -35,7 +35,6 @@ from airflow_provider_p2psms.campaign.tracker_state import (
     _CODE,
     _FINAL_CODES,
     _KNOWN_CODES,
-    _LETTER,
     _MAX_PARTS,
     _STATUS_OF_VALUE,
     PACK_STATE_ABOVE,
@@ -155,19 +154,21 @@ class DeliveryTracker:
         A tracker of messages read from an outcomes table: ``(message_id, recipient, status, parts, price)``
         rows, whose statuses are what the tracking last wrote there.
         """
-        lines: list[str] = []
+        import io
+
+        lines = io.StringIO()  # no list of a million small strings on the way
         letters = bytearray()
         parts = array("B")
         price: float | None = None
         for message_id, recipient, status, row_parts, row_price in rows:
-            lines.append(f"{message_id} {recipient}\n")
+            lines.write(f"{message_id} {recipient}\n")
             found = _STATUS_OF_VALUE.get(str(status), DeliveryStatus.PENDING)
-            letters += _LETTER[found].encode()
+            letters.append(_CODE[found])
             parts.append(min(int(row_parts), _MAX_PARTS) if row_parts and int(row_parts) > 0 else 0)
             if found.is_final and row_price is not None:
                 price = (price or 0.0) + float(row_price)
         state = pack_state(letters.decode())
-        tracker = cls(PackedMessages("".join(lines)), state, polls, price=price, record_changes=record_changes)
+        tracker = cls(PackedMessages(lines.getvalue()), state, polls, price=price, record_changes=record_changes)
         tracker.parts = parts
         tracker.total_parts = sum(parts)
         return tracker

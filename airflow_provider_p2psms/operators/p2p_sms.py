@@ -287,11 +287,8 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             parameters=self.personal_value("parameters"),
             fetch_size=self.fetch_size,
         )
-        # A large campaign's messages go to the outcomes table or a detail file: checked before sending.
-        detail = None if self.dry_run else receipt_detail(task, recorder, self.task_id, context["ti"].try_number)
-        receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id, detail)
         if self.dry_run:
-            built = preview(hook, builder, rows, receipt, self.log)
+            built = preview(hook, builder, rows, ReceiptBuilder(hook.conn_type, self.sms_conn_id), self.log)
             if not built["counts"]["dry_run"]:
                 self._on_nothing_to_send(built)
             return built
@@ -300,6 +297,17 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
 
         ledger = self._ledger(context)
         ledger.load()
+        # A large campaign's messages go to the outcomes table or a detail file: checked before sending.
+        recipients = self.personal_value("recipients")
+        detail = receipt_detail(
+            task,
+            recorder,
+            self.task_id,
+            context["ti"].try_number,
+            checkpoint_path=self.checkpoint_path,
+            rows=len(recipients) if isinstance(recipients, list) else None,
+        )
+        receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id, detail)
         if ledger.sent or ledger.uncertain:
             self.log.info(
                 "Resuming: an earlier try had %d messages accepted and %d uncertain.",

@@ -132,15 +132,27 @@ def log_summary(log: Any, hook: P2PSmsHook, sms_conn_id: str, receipt: SendRecei
         log.warning("... and %d more problems, listed in the receipt.", len(receipt["problems"]) - 20)
 
 
-def receipt_detail(task: Any, recorder: Any, who: str, try_number: int) -> Any:
+def receipt_detail(
+    task: Any, recorder: Any, who: str, try_number: int, *, checkpoint_path: str | None, rows: int | None
+) -> Any:
     """
     Where the receipt's messages go once too many for an XCom: the outcomes table when there is one, else
     a detail file of this try (:mod:`~airflow_provider_p2psms.campaign.detail`), whose storage is checked
-    now, before anything is sent.
+    now, before anything is sent: unless ``rows`` (the number of recipients, when known) cannot fill it.
     """
-    from airflow_provider_p2psms.campaign.detail import OUTCOMES_REF, DetailWriter, detail_root, task_folder
+    from airflow_provider_p2psms.campaign.detail import (
+        MAX_LINE,
+        OUTCOMES_REF,
+        DetailWriter,
+        detail_root,
+        task_folder,
+    )
+    from airflow_provider_p2psms.models import INLINE_MESSAGES
 
     if recorder is not None:
         return OUTCOMES_REF
-    folder = task_folder(detail_root(who), task.dag_id, task.run_id, task.task_id, task.map_index)
-    return DetailWriter(folder, f"messages-{try_number}.zlib")
+    always_inline = rows is not None and rows * MAX_LINE <= INLINE_MESSAGES
+    root = detail_root(None if always_inline else who, checkpoint_path)
+    return DetailWriter(
+        task_folder(root, task.dag_id, task.run_id, task.task_id, task.map_index), f"messages-{try_number}.zlib"
+    )

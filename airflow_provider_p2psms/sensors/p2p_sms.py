@@ -46,8 +46,7 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
     With an outcomes table (set here, else the one the receipt names), the send's rows get each status as
     a poll changes it, and at the end of the wait, but for an error, the messages still not final get the
     reason (:mod:`~airflow_provider_p2psms.campaign.delivery_outcomes`). In deferrable mode the trigger
-    writes the changes itself, in a thread of the triggerer (which needs the database driver), and the
-    sensor writes the end once it resumes on a worker.
+    writes the changes and the end itself, in a thread of the triggerer (which needs the database driver).
 
     :param receipt: the send receipt, usually ``send.output`` of a ``P2PSmsOperator``. (templated)
     :param sms_conn_id: the SMS connection; default: the one the receipt names. (templated)
