@@ -181,6 +181,11 @@ class DeliveryTracker:
         """The parts known per message, packed; give it back to the constructor (``parts``) to resume."""
         return pack_parts(self.parts)
 
+    @property
+    def changed(self) -> bool:
+        """Whether a status changed since :meth:`take_changes` was last called."""
+        return bool(self._changes)
+
     def take_changes(self) -> list[tuple[int, DeliveryState]]:
         """The states read since the last call that changed a message's status, by message index; forgets them."""
         changes, self._changes = sorted(self._changes.items()), {}
