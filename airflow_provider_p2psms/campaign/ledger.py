@@ -23,6 +23,11 @@ short anywhere never holds more messages in flight than the complete one.
 
 Where the ledger lives is :mod:`~airflow_provider_p2psms.campaign.stores`' business. A message's key
 is :func:`~airflow_provider_p2psms.models.message_key`.
+
+What a retry reads back is held compactly, as the ledger of a large campaign holds a line per message:
+the sent messages' lines in one buffer, found by key through a :class:`~.keyset.KeyMap` (17 bytes a
+message besides its line: about 45 in all with short message ids, where a dict of lists takes about
+155), and the uncertain keys in a :class:`~.keyset.KeySet`.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import base64
 import logging
 import threading
 import zlib
+from collections.abc import ItemsView, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_p2psms.campaign.keyset import KeyMap, KeySet
 from airflow_provider_p2psms.exceptions import SmsConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from airflow_provider_p2psms.campaign.stores import KeyValueStore
 
@@ -66,9 +73,9 @@ class SendLedger:
         self._store = store
         self._prefix = prefix
         #: Accepted in an earlier try: message key -> [message_id, recipient].
-        self.sent: dict[int, list[str]] = {}
+        self.sent = SentMessages()
         #: Marked in flight by an earlier try and never confirmed.
-        self.uncertain: set[int] = set()
+        self.uncertain = KeySet(unsigned=True)
         self._entries = 0
         self._lock = threading.Lock()
         # Staged, not written yet: receipt lines "<key> <recipient> <message id>", and released keys.
@@ -80,16 +87,21 @@ class SendLedger:
 
     def load(self) -> None:
         """Read what earlier tries left behind."""
-        in_flight: set[int] = set()
+        # Marked and neither released nor accepted, so far: about the crash bound, not the campaign.
+        in_flight = KeySet(unsigned=True)
+        sent = self.sent
         while (value := self._store.get(self._key(self._entries))) is not None:
             marks, released, receipts = _parse_entry(value, self._key(self._entries))
             in_flight.update(marks)
             in_flight.difference_update(released)
             for line in receipts:
-                key, recipient, message_id = line.split(" ", 2)
-                self.sent[int(key, 16)] = [message_id, recipient]
+                hexadecimal, recipient, message_id = line.split(" ", 2)
+                key = int(hexadecimal, 16)
+                sent.note(key, message_id, recipient)
+                # Accepted is accepted, whatever is marked later: such a key is left out below too.
+                in_flight.discard(key)
             self._entries += 1
-        self.uncertain = in_flight - self.sent.keys()
+        self.uncertain = KeySet((key for key in in_flight if key not in sent), unsigned=True)
 
     @property
     def staged(self) -> int:
@@ -203,6 +215,60 @@ class SendLedger:
                     keys.index(key),
                 )
                 return
+
+
+class SentMessages(Mapping[int, list[str]]):
+    """
+    What earlier tries had accepted, by message key: ``[message_id, recipient]`` (a new list each time).
+
+    The lines ``"<recipient> <message id>"`` are kept one after another in one buffer, and a
+    :class:`~.keyset.KeyMap` gives the offset of each key's line. Iteration is in ascending key order.
+    """
+
+    def __init__(self) -> None:
+        self._offsets = KeyMap(unsigned=True)
+        self._lines = bytearray()
+
+    def note(self, key: int, message_id: str, recipient: str) -> None:
+        """Add (or replace) the receipt of ``key``."""
+        self._offsets[key] = len(self._lines)
+        self._lines += f"{recipient} {message_id}\n".encode()
+
+    def _line(self, offset: int) -> list[str]:
+        recipient, message_id = self._lines[offset : self._lines.index(b"\n", offset)].decode().split(" ", 1)
+        return [message_id, recipient]
+
+    def __getitem__(self, key: int) -> list[str]:
+        return self._line(self._offsets[key])
+
+    def get(self, key: int, default: Any = None) -> Any:
+        """The receipt of ``key``, or ``default`` (a lookup, without raising and catching ``KeyError``)."""
+        offset = self._offsets.get(key)
+        return default if offset is None else self._line(offset)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._offsets
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def items(self) -> ItemsView[int, list[str]]:
+        return _SentItems(self)
+
+    def _pairs(self) -> Iterator[tuple[int, list[str]]]:
+        line = self._line
+        for key, offset in self._offsets.items():
+            yield key, line(offset)
+
+
+class _SentItems(ItemsView[int, list[str]]):
+    _mapping: SentMessages
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        return self._mapping._pairs()
 
 
 class NullLedger(SendLedger):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_p2psms.campaign.keyset import KeySet
 from airflow_provider_p2psms.campaign.receipt import MAX_PROBLEMS
 from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError, SmsConfigurationError, SmsInputError
 from airflow_provider_p2psms.models import OutgoingSms, message_key
@@ -162,8 +163,9 @@ class MessageBuilder:
         self._fail_on_invalid = fail_on_invalid
         self._key_field = key_field
         self._recorder = recorder
-        self._seen: set[int] = set()
-        self._seen_keys: set[int] = set()
+        # Message keys and row-key hashes seen so far: one per row, so in 8.5 bytes each, not a set's 70.
+        self._seen = KeySet(unsigned=True)
+        self._seen_keys = KeySet(unsigned=True)
         self.requested = 0
         self.invalid = 0
         self.duplicate = 0
@@ -172,6 +174,7 @@ class MessageBuilder:
     def build(self, rows: Iterable[Any]) -> Iterator[tuple[int, OutgoingSms]]:
         """Yield one (key, message) per valid, new (number, text) pair, in row order."""
         keyed = self._key_field is not None
+        seen = self._seen.add  # whether the key is new
         for number, row in enumerate(rows, start=1):
             self.requested = number
             row_key: str | None = None
@@ -186,13 +189,12 @@ class MessageBuilder:
                 self._invalid(number, problem, row_key)
                 continue
             key = message_key(message.recipient, message.text)
-            if key in self._seen:
+            if not seen(key):
                 self.duplicate += 1
                 if self._recorder is not None and row_key is not None:
                     reason = "the same number and text as an earlier row: sent once"
                     self._recorder.left_out(row_key, "duplicate", reason, message.recipient)
                 continue
-            self._seen.add(key)
             yield key, message
         if self._recorder is not None:
             self._recorder.finish_thread()
@@ -206,10 +208,8 @@ class MessageBuilder:
                 names = ", ".join(map(str, row)) or "none"
                 return None, f"has no field '{field}' (key_field; its fields: {names})"
             return None, f"has no key: its field '{field}' (key_field) is empty"
-        digest = message_key(field or "", key)
-        if digest in self._seen_keys:
+        if not self._seen_keys.add(message_key(field or "", key)):
             return key, f"duplicate key: an earlier row has the key {key!r} (key_field '{field}'); not sent"
-        self._seen_keys.add(digest)
         return key, ""
 
     def _message(self, number: int, row: Any, row_key: str | None = None) -> tuple[str, OutgoingSms | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow_provider_p2psms.campaign.keyset import KeySet
 from airflow_provider_p2psms.campaign.recipients import row_label, text_parts
 from airflow_provider_p2psms.utils.phone import mask_phone
 
@@ -44,11 +45,15 @@ class Resumption:
         self.receipt = receipt
         self.resend_uncertain = resend_uncertain
         self.recorder = recorder
-        self._read_earlier: set[int] = set()
+        # The keys of this try's messages that an earlier try had sent or left uncertain: up to one per row.
+        self._read_earlier = KeySet(unsigned=True)
 
     def fresh(self, messages: Iterator[tuple[int, OutgoingSms]]) -> Iterator[tuple[int, OutgoingSms]]:
         """Leave out what an earlier try had accepted (or left uncertain, unless resending)."""
         earlier, uncertain = self.ledger.sent, self.ledger.uncertain
+        if not earlier and not uncertain:
+            yield from messages  # a first try: nothing to look up
+            return
         for key, message in messages:
             receipt = earlier.get(key)
             if receipt is not None:
