@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -26,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import scenario_send
+import scenario_tracking
 from harness import (
     AirflowHome,
     BenchError,
@@ -39,14 +42,33 @@ from scenarios import DELIVERY_SECONDS, FULL, QUICK, SCENARIOS, SEND_LATENCY_MS,
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
+#: Scenarios of their own modules, which size themselves from ``--quick``: name -> (function, its sizes).
+OWN_SCENARIOS = {
+    "send": (scenario_send.send_scenario, {False: scenario_send.FULL, True: scenario_send.QUICK}),
+    "tracking": (scenario_tracking.tracking_scenario, {False: scenario_tracking.FULL, True: scenario_tracking.QUICK}),
+}
+NAMES = list(dict.fromkeys(["send", *SCENARIOS, *OWN_SCENARIOS]))
+
+
+def scenarios_for(quick: bool) -> dict[str, Any]:
+    """Every scenario by name, ready to be called with ``(home, sandbox, sizes)``."""
+    own = {name: functools.partial(function, quick=quick) for name, (function, _) in OWN_SCENARIOS.items()}
+    return {name: own.get(name) or SCENARIOS[name] for name in NAMES}
+
+
+def recipient_tables(sizes: Any, quick: bool) -> list[int]:
+    """The recipients tables every scenario needs."""
+    own = (plans[quick].tables for _, plans in OWN_SCENARIOS.values())
+    return sorted({*sizes.tables, *(size for tables in own for size in tables)})
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, goals reported but not judged")
     parser.add_argument(
         "--only",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated scenarios to run (default: all of {', '.join(SCENARIOS)})",
+        default=",".join(NAMES),
+        help=f"comma-separated scenarios to run (default: all of {', '.join(NAMES)})",
     )
     parser.add_argument("--repeat", type=int, help="runs of each send, best kept (default: 2, or 1 with --quick)")
     parser.add_argument(
@@ -59,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--results", type=Path, default=RESULTS_DIR, help="where to write the tables (default: %(default)s)"
     )
     args = parser.parse_args(argv)
-    unknown = set(args.only.split(",")) - set(SCENARIOS)
+    unknown = set(args.only.split(",")) - set(NAMES)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     return args
@@ -101,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
-    chosen = [name for name in SCENARIOS if name in args.only.split(",")]
+    scenarios = scenarios_for(args.quick)
+    chosen = [name for name in scenarios if name in args.only.split(",")]
     command = " ".join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     machine = machine_info()
     started = time.monotonic()
@@ -118,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             home.env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.pythonpath, home.env.get("PYTHONPATH")]))
         home.migrate()
         recipients = root / "recipients.db"
-        make_recipients_db(recipients, sizes.tables)
+        make_recipients_db(recipients, recipient_tables(sizes, args.quick))
         sandbox.start()
         home.set_connections({**sandbox.connections(), "bench_db": {"conn_type": "sqlite", "host": str(recipients)}})
         for name in chosen:
             print(f"== {name} ...", flush=True)
             load_before, scenario_started = os.getloadavg()[0], time.monotonic()
             try:
-                result = SCENARIOS[name](home, sandbox, sizes)
+                result = scenarios[name](home, sandbox, sizes)
             except (BenchError, OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
                 errors[name] = f"{type(error).__name__}: {error}"
                 print(f"   {name} could not run: {errors[name][:3000]}", flush=True)

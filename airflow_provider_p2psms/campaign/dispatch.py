@@ -91,7 +91,14 @@ class _Dispatch:
         self.accepted = self.uncertain = self.rejected = 0
         self._fatal: BaseException | None = None
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._marking = Marking(ledger, hook.batch_size, max_concurrency, self._events)
+        prepare = getattr(hook, "prepare_batch", None)
+        self._marking = Marking(
+            ledger,
+            hook.batch_size,
+            max_concurrency,
+            self._events,
+            None if prepare is None else lambda messages: prepare(messages, send_time=send_time),
+        )
         self._ready: deque[Batch] = deque()  # marked, not handed to a sender yet
         self._in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
         self._last_progress = self._started = time.monotonic()
@@ -141,6 +148,8 @@ class _Dispatch:
             if batch.after_uncertain:
                 # Only when set, so that a gateway hook written before the flag existed still works.
                 options["after_uncertain"] = True
+            if batch.prepared is not None:
+                options["prepared"] = batch.prepared
             future = pool.submit(self.hook.send_batch, batch.messages, **options)
             self._in_flight[future] = batch
             future.add_done_callback(lambda done: self._events.put(("done", done)))

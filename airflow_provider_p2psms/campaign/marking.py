@@ -23,7 +23,8 @@ after one write. Without marks to write, answers are written :data:`FLUSH_SECOND
 write.
 
 Two threads do it: a feeder reads the messages and builds batches (unmarked, at most
-``2 * max_concurrency`` ahead; messages resent after an uncertain attempt in batches of their own), and
+``2 * max_concurrency`` ahead; messages resent after an uncertain attempt in batches of their own), each
+with its request built already when the gateway can (``P2PSmsHook.prepare_batch``), and
 the ledger thread makes every checkpoint write, in order. They tell the sender through its event queue:
 ``("marked", batches)``, ``("end", error or None)`` once every batch is marked, ``("error", error)``
 when a write failed.
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import queue
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from airflow_provider_p2psms.campaign.isolation import Isolation
     from airflow_provider_p2psms.campaign.ledger import SendLedger
@@ -62,6 +63,7 @@ class Batch:
         try left them uncertain in the ledger).
     :param isolation: the refused batch this is a part of, while its refused messages are isolated.
     :param ready_ahead: marked by the ledger thread (a part of a refused batch is not: it was marked whole).
+    :param prepared: its request, built by the feeder (``P2PSmsHook.prepare_batch``); ``None``: built at send.
     """
 
     keys: list[int]
@@ -69,6 +71,7 @@ class Batch:
     after_uncertain: bool = False
     isolation: Isolation | None = None
     ready_ahead: bool = True
+    prepared: Any = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -87,10 +90,19 @@ class Marking:
     :param batch_size: messages per batch.
     :param max_concurrency: the senders' requests in flight at once.
     :param events: the sender's event queue.
+    :param prepare: builds a batch's request from its messages (or returns ``None``), in the feeder.
     """
 
-    def __init__(self, ledger: SendLedger, batch_size: int, max_concurrency: int, events: queue.SimpleQueue[Any]):
+    def __init__(
+        self,
+        ledger: SendLedger,
+        batch_size: int,
+        max_concurrency: int,
+        events: queue.SimpleQueue[Any],
+        prepare: Callable[[list[OutgoingSms]], Any] | None = None,
+    ):
         self.ledger = ledger
+        self.prepare = prepare
         self.batch_size = batch_size
         self.bound = crash_bound(max_concurrency, batch_size)
         self.slots = max_concurrency
@@ -190,6 +202,11 @@ class Marking:
 
     def _prepare(self, batch: Batch) -> bool:
         """Queue a built batch for marking, unless sending stops first; return whether it was queued."""
+        if self.prepare is not None:
+            try:
+                batch.prepared = self.prepare(batch.messages)
+            except Exception:
+                batch.prepared = None  # built again at send, which raises what is wrong with the batch
         with self._lock:
             while len(self._prepared) >= self.ahead and not self._stopping:
                 self._space.wait()

@@ -6,6 +6,10 @@ every Airflow 3 install (``aiohttp``, which the http provider uses, would be one
 Only reads run here: sends happen in the worker, over :mod:`~airflow_provider_p2psms.hooks.transport`,
 whose rules (:func:`~airflow_provider_p2psms.hooks.transport.verdict_for_status`, backoff with
 ``Retry-After``, error envelopes through the gateway's ``error_for``) this module follows as they are.
+
+A Bitel campaign is one status request per message, so the path of one request is kept short: the
+look-ups run on ``status_concurrency`` worker coroutines that take them in turn (not one task each), and
+a retry budget is only made for a request that needs a second attempt.
 """
 
 from __future__ import annotations
@@ -14,14 +18,20 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from airflow_provider_p2psms.exceptions import P2PSmsError
 from airflow_provider_p2psms.hooks import transport
+from airflow_provider_p2psms.hooks.flows import FlowRunner
 from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import httpx
 
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
+    from airflow_provider_p2psms.hooks.flows import StatusLookup
     from airflow_provider_p2psms.hooks.settings import GatewaySettings
+    from airflow_provider_p2psms.models import DeliveryState
 
 
 def open_client(settings: GatewaySettings, auth_headers: Mapping[str, str]) -> httpx.AsyncClient:
@@ -36,7 +46,9 @@ def open_client(settings: GatewaySettings, auth_headers: Mapping[str, str]) -> h
         headers={"Accept": "application/json", "User-Agent": transport.user_agent(), **auth_headers},
         timeout=settings.timeout,
         verify=bundle if settings.verify and bundle else settings.verify,
-        limits=httpx.Limits(max_connections=max(settings.max_concurrency, 1)),
+        limits=httpx.Limits(
+            max_connections=settings.status_concurrency, max_keepalive_connections=settings.status_concurrency
+        ),
         follow_redirects=False,
     )
 
@@ -46,7 +58,7 @@ async def read(hook: P2PSmsHook, client: httpx.AsyncClient, call: ApiCall) -> Ga
     import httpx
 
     url = f"{hook.settings.base_url}{call.path}"
-    budget = transport.RetryBudget(hook, call)
+    budget: transport.RetryBudget | None = None
     while True:
         retry_after: float | None = None
         try:
@@ -61,4 +73,38 @@ async def read(hook: P2PSmsHook, client: httpx.AsyncClient, call: ApiCall) -> Ga
                 return transport.interpret(hook, status, transport.json_or_none(response), "read", ())
             retry_after = transport.retry_after_seconds(response.headers.get("Retry-After"))
             problem = f"HTTP {status}"
+        budget = budget or transport.RetryBudget(hook, call)
         await asyncio.sleep(budget.next_delay(problem, retry_after))
+
+
+async def run_lookups(
+    hook: P2PSmsHook, client: httpx.AsyncClient, lookups: Sequence[StatusLookup], concurrency: int
+) -> list[list[DeliveryState]]:
+    """
+    Run the look-ups' flows over ``client``, at most ``concurrency`` at once; their states, in their order.
+
+    If one fails, the others are cancelled before its error is raised: none outlives this call (the caller
+    may close the client, or poll again next to them).
+    """
+    found: list[list[DeliveryState]] = [[] for _ in lookups]
+    turns = iter(range(len(lookups)))  # shared by the workers: each look-up is taken once
+
+    async def worker() -> None:
+        for index in turns:
+            runner = FlowRunner(lookups[index].flow)
+            while (call := runner.next_call()) is not None:
+                try:
+                    runner.answered(await read(hook, client, call))
+                except P2PSmsError as error:
+                    runner.failed(error)
+            found[index] = runner.states
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(lookups)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return found

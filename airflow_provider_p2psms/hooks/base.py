@@ -65,7 +65,8 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
     * ``host``: base URL override, e.g. ``http://127.0.0.1:8080``; default :attr:`default_base_url`.
     * extra ``sender``: the sender line (aliases ``gateway_number``, ``from_number``).
     * extra ``timeout`` (seconds, default 30), ``max_retries`` (default 5), ``retry_backoff``
-      (seconds, first backoff, default 1), ``max_concurrency`` (parallel status requests, default 8),
+      (seconds, first backoff, default 1), ``status_concurrency`` (status requests in flight at once, in a
+      worker or the triggerer, default 16; the older ``max_concurrency`` when only it is set),
       ``batch_size`` (messages per send request, at most :attr:`max_batch_size`),
       ``verify_ssl`` (default true; turn off only for a test server with a self-signed certificate).
 
@@ -179,8 +180,18 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
         """Bring the ``sender`` extra into the form the gateway expects."""
         return to_ascii_digits(sender)
 
+    def prepare_batch(self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None) -> Any:
+        """The request of a batch, built ahead of :meth:`send_batch` (its ``prepared``) by the thread reading the
+        messages, so that the sending threads only make requests; ``None`` (this default): built at send."""
+        return None
+
     def send_batch(
-        self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None, after_uncertain: bool = False
+        self,
+        messages: Sequence[OutgoingSms],
+        *,
+        send_time: datetime | None = None,
+        after_uncertain: bool = False,
+        prepared: Any = None,
     ) -> list[SmsReceipt]:
         """
         Send one peer-to-peer batch: each message to its own recipient.
@@ -194,6 +205,7 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
             resending what an earlier try left uncertain). A 429 or 503 then means "uncertain", not
             "not processed": IPPanel answers 429 to a copy of a request it accepted in the last 40 s.
             Default ``False``.
+        :param prepared: what :meth:`prepare_batch` returned for these messages and ``send_time``, if anything.
         :return: one receipt per message, in the order given.
         :raises SmsUncertainSendError: the gateway may or may not have accepted the batch.
         :raises SmsRecipientsRefused: the gateway refused the batch for its recipients or texts and
@@ -302,7 +314,7 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
     def get_statuses(self, receipts: Sequence[SmsReceipt]) -> list[DeliveryState]:
         """Read the delivery state of each receipt; one result per receipt, in the order given."""
         lookups = self.status_lookups(receipts)
-        workers = min(self.settings.max_concurrency, len(lookups))
+        workers = min(self.settings.status_concurrency, len(lookups))
         if workers <= 1:
             found = [self._run(lookup) for lookup in lookups]
         else:
@@ -314,34 +326,11 @@ class P2PSmsHook(LegacyConnectionForm, BaseHook):
         return in_order(lookups, found, len(receipts))
 
     async def aget_statuses(self, receipts: Sequence[SmsReceipt], client: httpx.AsyncClient) -> list[DeliveryState]:
-        """:meth:`get_statuses` on an async client (see :meth:`async_client`), ``max_concurrency`` at a time."""
-        import asyncio
-
+        """:meth:`get_statuses` on an async client (see :meth:`async_client`), ``status_concurrency`` at a time."""
         from airflow_provider_p2psms.hooks import async_transport
 
         lookups = self.status_lookups(receipts)
-        slots = asyncio.Semaphore(self.settings.max_concurrency)
-
-        async def run(lookup: StatusLookup) -> list[DeliveryState]:
-            runner = FlowRunner(lookup.flow)
-            async with slots:
-                while (call := runner.next_call()) is not None:
-                    try:
-                        runner.answered(await async_transport.read(self, client, call))
-                    except P2PSmsError as error:
-                        runner.failed(error)
-            return runner.states
-
-        tasks = [asyncio.ensure_future(run(lookup)) for lookup in lookups]
-        try:
-            found = await asyncio.gather(*tasks)
-        except BaseException:
-            # gather() leaves the other look-ups running: end them, so that none outlives this call
-            # (the caller may close the client, or poll again next to them), as with get_statuses.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        found = await async_transport.run_lookups(self, client, lookups, self.settings.status_concurrency)
         return in_order(lookups, found, len(receipts))
 
     def _run(self, lookup: StatusLookup) -> list[DeliveryState]:

@@ -15,6 +15,12 @@ from airflow_provider_p2psms.exceptions import SmsConfigurationError
 if TYPE_CHECKING:
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
 
+#: Status requests one hook makes at once by default, in a worker (threads) or the triggerer (async).
+#: Bitel reads one message per request, so this is what bounds how fast a campaign is confirmed.
+DEFAULT_STATUS_CONCURRENCY = 16
+#: The most status requests one hook may make at once.
+MAX_STATUS_CONCURRENCY = 256
+
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -32,12 +38,14 @@ class GatewaySettings:
     retry_backoff: float
     max_concurrency: int
     batch_size: int
+    #: Status requests in flight at once (extra ``status_concurrency``; else ``max_concurrency`` when set).
+    status_concurrency: int = DEFAULT_STATUS_CONCURRENCY
 
     def __repr__(self) -> str:
         return (
             f"GatewaySettings(base_url={self.base_url!r}, sender={self.sender!r}, timeout={self.timeout}, "
             f"verify={self.verify}, max_retries={self.max_retries}, max_concurrency={self.max_concurrency}, "
-            f"batch_size={self.batch_size})"
+            f"batch_size={self.batch_size}, status_concurrency={self.status_concurrency})"
         )
 
 
@@ -71,6 +79,10 @@ def read_settings(hook: P2PSmsHook, conn: Any) -> GatewaySettings:
             f"Connection '{hook.sms_conn_id}': extra 'batch_size' is {batch_size}, but "
             f"{provider} takes at most {hook.max_batch_size} messages per request."
         )
+    max_concurrency = extras.whole("max_concurrency", 8, minimum=1)
+    # max_concurrency was the status concurrency before status_concurrency existed: it still is, when set alone.
+    status_default = max_concurrency if extras.get("max_concurrency") not in (None, "") else DEFAULT_STATUS_CONCURRENCY
+    status_concurrency = extras.whole("status_concurrency", status_default, minimum=1, maximum=MAX_STATUS_CONCURRENCY)
     return GatewaySettings(
         base_url=base_url(conn, extras, hook.default_base_url),
         token=token,
@@ -79,8 +91,9 @@ def read_settings(hook: P2PSmsHook, conn: Any) -> GatewaySettings:
         verify=extras.flag("verify_ssl", True),
         max_retries=extras.whole("max_retries", 5, minimum=0),
         retry_backoff=extras.number("retry_backoff", 1.0, minimum=0.0),
-        max_concurrency=extras.whole("max_concurrency", 8, minimum=1),
+        max_concurrency=max_concurrency,
         batch_size=batch_size,
+        status_concurrency=status_concurrency,
     )
 
 
@@ -127,14 +140,20 @@ class _Extras(dict[str, Any]):
             raise self._error(name, value, f"a number of at least {minimum}")
         return number
 
-    def whole(self, name: str, default: int, minimum: int) -> int:
+    def whole(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
         value = self.get(name)
         if value in (None, ""):
             return default
+        expected = f"a whole number from {minimum} to {maximum}" if maximum is not None else "a whole number"
+        # int(2.5) and int(True) would pass silently: a count is an int, or the digits of one.
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise self._error(name, value, expected)
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise self._error(name, value, "a whole number") from None
+            raise self._error(name, value, expected) from None
+        if maximum is not None and not minimum <= number <= maximum:
+            raise self._error(name, value, expected)
         if number < minimum:
             raise self._error(name, value, f"a whole number of at least {minimum}")
         return number

@@ -40,6 +40,10 @@ Which 3xx/4xx are about the recipients and which about the account is the gatewa
 hook's ``send_batch`` raises ``SmsRecipientsRefused`` for the first kind. Sends never follow redirects:
 ``requests`` turns a redirected POST into a GET, and Bitel's 3xx answers carry an error envelope
 like its 4xx.
+
+Bodies and answers are UTF-8 JSON bytes (:mod:`~airflow_provider_p2psms.hooks.codec`). A send's body may
+be built ahead of the send (``ApiCall.body``), in the thread that reads the messages, so that the sending
+threads only make the request.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from airflow_provider_p2psms.exceptions import (
     SmsRequestRejected,
     SmsUncertainSendError,
 )
+from airflow_provider_p2psms.hooks.codec import decode_json, encode_json
 
 if TYPE_CHECKING:
     import requests
@@ -117,12 +122,18 @@ class GatewayResponse:
 
 @dataclass(frozen=True)
 class ApiCall:
-    """One request a gateway wants made: the documented path (appended to the base URL) and its data."""
+    """
+    One request a gateway wants made: the documented path (appended to the base URL) and its data.
+
+    :param json: the JSON body, encoded when the request is made; or
+    :param body: the same, encoded already (:func:`encode_json`).
+    """
 
     method: str
     path: str
     params: Mapping[str, Any] | None = None
     json: Any = None
+    body: bytes | None = None
 
 
 def verdict_for_status(kind: RequestKind, status: int, *, after_uncertain: bool = False) -> Verdict:
@@ -239,8 +250,8 @@ def interpret(
 def json_or_none(response: Any) -> Any:
     """The decoded JSON body of a ``requests`` or ``httpx`` response, ``None`` if it is not JSON."""
     try:
-        return response.json()
-    except ValueError:
+        return decode_json(response.content)
+    except (ValueError, UnicodeDecodeError):
         return None
 
 
@@ -271,7 +282,7 @@ def open_session(settings: GatewaySettings, auth_headers: Mapping[str, str]) -> 
     from requests.adapters import HTTPAdapter
 
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(settings.max_concurrency, 32), max_retries=0)
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(settings.status_concurrency, 32), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.verify = settings.verify
@@ -312,14 +323,16 @@ def request(
 
     settings = hook.settings
     url = f"{settings.base_url}{call.path}"
-    budget = RetryBudget(hook, call)
+    # The body once, for every attempt: the session's headers say it is JSON.
+    body = call.body if call.body is not None else None if call.json is None else encode_json(call.json)
+    budget: RetryBudget | None = None
     while True:
         retry_after: float | None = None
         try:
             response = hook.session.request(
                 call.method,
                 url,
-                json=call.json,
+                data=body,
                 params=call.params,
                 timeout=settings.timeout,
                 # requests would resend a redirected POST as a GET; a send's 3xx is its answer.
@@ -350,6 +363,7 @@ def request(
                 raise SmsUncertainSendError(hook.provider_name, batch, reason)
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             problem = f"HTTP {status}"
+        budget = budget or RetryBudget(hook, call)
         time.sleep(budget.next_delay(problem, retry_after))
 
 

@@ -6,7 +6,8 @@ The DAGs the benchmark suite runs with ``airflow dags test``, each next to its h
 ``-c '{"table": "recipients_20000"}'``. The DAGs use the operator and the sensor exactly as a user's
 DAG does; the baselines are what a user writes by hand without this provider.
 
-* ``p2psms_bench_send_c4`` / ``_c8``: ``P2PSmsOperator`` reading the table, ``max_concurrency`` 4 / 8.
+* ``p2psms_bench_send_c4`` / ``_c8`` / ``_c16``: ``P2PSmsOperator`` reading the table, ``max_concurrency`` 4 /
+  8 / 16, its defaults otherwise (resume ledger on, no outcomes table).
 * ``p2psms_bench_send_outcomes_c4``: the same at concurrency 4, with ``key_field`` and an outcomes table in
   the recipients' own SQLite file (one row per recipient written while sending).
 * ``p2psms_bench_naive_send``: a PythonOperator that reads the table and ``requests.post``\\s batches of
@@ -14,6 +15,8 @@ DAG does; the baselines are what a user writes by hand without this provider.
 * ``p2psms_bench_track_{bitel,ippanel}``: send, then ``P2PSmsDeliverySensor`` (poke mode, 1 s).
 * ``p2psms_bench_naive_track_{bitel,ippanel}``: the same send, then a PythonSensor that asks about every
   message on every poke.
+* ``p2psms_bench_track_deferrable_bitel``: send at ``max_concurrency`` 16, then ``P2PSmsDeliverySensor``
+  deferred (``dags test`` runs its trigger in the same process), the connection's status concurrency.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def _send(max_concurrency: int, sms_conn_id: str = CONNECTIONS["bitel"], **outco
     )
 
 
-for _concurrency in (4, 8):
+for _concurrency in (4, 8, 16):
     with DAG(dag_id=f"p2psms_bench_send_c{_concurrency}", schedule=None, start_date=START, params=PARAMS):
         _send(_concurrency)
 
@@ -143,3 +146,14 @@ for _gateway, _conn_id in CONNECTIONS.items():
         _send(4, _conn_id) >> PythonSensor(
             task_id="wait", python_callable=naive_all_delivered, poke_interval=1, mode="poke", timeout=300
         )
+
+with DAG(dag_id="p2psms_bench_track_deferrable_bitel", schedule=None, start_date=START, params=PARAMS):
+    P2PSmsDeliverySensor(
+        task_id="wait",
+        receipt=_send(16).output,
+        poke_interval=1,
+        timeout=900,
+        deferrable=True,
+        pre_execute=mark_start,
+        post_execute=mark_end,
+    )

@@ -457,6 +457,17 @@ def test_at_most_max_concurrency_status_requests_are_open_at_once(connect_to, ga
     assert elapsed >= 0.45
 
 
+@pytest.mark.parametrize("way", [read_sync, read_async], ids=["sync", "async"])
+def test_status_concurrency_bounds_the_status_requests_open_at_once(connect_to, gateway, way):
+    """``status_concurrency`` wins over ``max_concurrency``: two at a time, on both paths."""
+    with PacedServer(default=DELIVERED_ANSWERS[gateway], hold=0.1) as server:
+        hook = connect_to(server.url, status_concurrency=2, max_concurrency=5)
+        states = way(hook, nine_receipts(gateway))
+    assert [(s.status, s.provider_status) for s in states] == [DELIVERED[gateway]] * 9
+    assert len(server.log) == 9
+    assert server.most_open == 2
+
+
 def test_a_failed_look_up_leaves_nothing_running_after_the_error(connect_to, gateway):
     """
     The trigger catches ``SmsGatewayUnavailable`` and polls again later, on the same client: the

@@ -22,7 +22,7 @@ from airflow_provider_p2psms.hooks import transport
 from airflow_provider_p2psms.hooks.base import P2PSmsHook
 from airflow_provider_p2psms.hooks.bitel import BitelHook
 from airflow_provider_p2psms.hooks.ippanel import IPPanelHook
-from airflow_provider_p2psms.hooks.settings import GatewaySettings
+from airflow_provider_p2psms.hooks.settings import DEFAULT_STATUS_CONCURRENCY, GatewaySettings
 from airflow_provider_p2psms.hooks.transport import MAX_BACKOFF_SECONDS
 from airflow_provider_p2psms.models import OutgoingSms, SmsReceipt
 from airflow_provider_p2psms.sandbox import DEFAULT_BITEL_GATEWAY, DEFAULT_IPPANEL_SENDER
@@ -148,6 +148,35 @@ def test_a_bad_extra_names_the_connection_the_field_and_what_is_expected(monkeyp
     with pytest.raises(SmsConfigurationError) as caught:
         HOOKS[gateway]("sms_bad").settings  # noqa: B018
     assert str(caught.value) == f"Connection 'sms_bad': extra '{name}' is {value!r}, expected {expected}."
+
+
+def test_status_concurrency_defaults_to_16_and_is_read_from_its_extra(monkeypatch, gateway):
+    base = {"password": "t0ken", "host": None, "sender": SENDERS[gateway]}
+    use_connection(monkeypatch, "sms_status", gateway, **base)
+    assert HOOKS[gateway]("sms_status").settings.status_concurrency == DEFAULT_STATUS_CONCURRENCY == 16
+    use_connection(monkeypatch, "sms_status", gateway, **base, status_concurrency="32", max_concurrency=4)
+    assert HOOKS[gateway]("sms_status").settings.status_concurrency == 32
+    assert "status_concurrency=32" in repr(HOOKS[gateway]("sms_status").settings)
+
+
+def test_max_concurrency_alone_still_sets_the_status_concurrency(monkeypatch, gateway):
+    """Before ``status_concurrency``, ``max_concurrency`` was the status concurrency: a connection keeps it."""
+    use_connection(
+        monkeypatch, "sms_old", gateway, password="t0ken", host=None, sender=SENDERS[gateway], max_concurrency=3
+    )
+    assert HOOKS[gateway]("sms_old").settings.status_concurrency == 3
+
+
+@pytest.mark.parametrize("value", ["many", " ", 0, -2, 257, "1000", 2.5, True, [8], {"n": 8}])
+def test_a_bad_status_concurrency_names_the_connection_and_the_field(monkeypatch, gateway, value):
+    use_connection(
+        monkeypatch, "sms_bad", gateway, password="t0ken", host=None, sender=SENDERS[gateway], status_concurrency=value
+    )
+    with pytest.raises(SmsConfigurationError) as caught:
+        HOOKS[gateway]("sms_bad").settings  # noqa: B018
+    assert str(caught.value) == (
+        f"Connection 'sms_bad': extra 'status_concurrency' is {value!r}, expected a whole number from 1 to 256."
+    )
 
 
 def test_a_batch_size_above_the_gateway_limit_is_refused(monkeypatch, gateway):
