@@ -158,7 +158,15 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "operators": [{"integration-name": "P2P SMS", "python-modules": ["airflow_provider_p2psms.operators.p2p_sms"]}],
+        "operators": [
+            {
+                "integration-name": "P2P SMS",
+                "python-modules": [
+                    "airflow_provider_p2psms.operators.p2p_sms",
+                    "airflow_provider_p2psms.operators.opt_out_replies",
+                ],
+            }
+        ],
         "sensors": [{"integration-name": "P2P SMS", "python-modules": ["airflow_provider_p2psms.sensors.p2p_sms"]}],
         "hooks": [
             {

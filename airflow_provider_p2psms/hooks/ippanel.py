@@ -16,6 +16,7 @@ from airflow_provider_p2psms.exceptions import (
 from airflow_provider_p2psms.hooks import transport
 from airflow_provider_p2psms.hooks.base import P2PSmsHook
 from airflow_provider_p2psms.hooks.flows import StatusFlow, StatusLookup
+from airflow_provider_p2psms.hooks.ippanel_inbox import IPPanelInbox
 from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
 from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
 from airflow_provider_p2psms.utils.phone import to_ascii_digits, to_national_mobile
@@ -62,7 +63,7 @@ _REQUEST_FIELDS = ("from_number", "send_time", "sending_type")
 _RECIPIENT_FIELD = re.compile(r"params\.(\d+)\.recipients\.(\d+)")
 
 
-class IPPanelHook(P2PSmsHook):
+class IPPanelHook(IPPanelInbox, P2PSmsHook):
     """
     Send peer-to-peer SMS through the IPPanel Edge API, and read delivery states.
 
@@ -103,7 +104,12 @@ class IPPanelHook(P2PSmsHook):
         return f"+98{compact.removeprefix('0')}"
 
     def send_batch(
-        self, messages: Sequence[OutgoingSms], *, send_time: datetime | None = None, after_uncertain: bool = False
+        self,
+        messages: Sequence[OutgoingSms],
+        *,
+        send_time: datetime | None = None,
+        after_uncertain: bool = False,
+        prepared: Any = None,
     ) -> list[SmsReceipt]:
         self.check_batch(messages, send_time)
         groups: dict[str, list[str]] = {}

@@ -10,6 +10,8 @@
 - ``POST /__sandbox__/reset``: forget all messages, requests and counters and restore the
   start configuration, changed by the fields of an optional JSON object; returns the
   whole configuration.
+- ``POST /__sandbox__/inbox``: put replies (a JSON list of ``{"from", "text"}``, optionally
+  ``"to"`` and ``"time"``) in the IPPanel inbox; returns their inbox rows (see :mod:`.ippanel_inbox`).
 
 A bad body or config field answers 400 ``{"error": "..."}``.
 """
@@ -56,4 +58,9 @@ def handle_control(state: SandboxState, method: str, path: str, body: bytes) -> 
         except ValueError as error:
             return ApiResponse(400, {"error": str(error)})
         return ApiResponse(200, config.to_dict())
+    elif method == "POST" and endpoint == "inbox":
+        try:
+            return ApiResponse(200, state.receive_replies(json.loads(body.decode("utf-8") or "null")))
+        except ValueError as error:
+            return ApiResponse(400, {"error": str(error)})
     return ApiResponse(404, {"error": f"no sandbox endpoint {method} {path}"})

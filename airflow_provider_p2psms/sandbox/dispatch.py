@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_p2psms.sandbox import ippanel_inbox
 from airflow_provider_p2psms.sandbox.bitel import BitelApi
 from airflow_provider_p2psms.sandbox.ippanel import IppanelApi
 from airflow_provider_p2psms.sandbox.store import Store
@@ -190,6 +191,11 @@ class SandboxState:
                 "accepted_sends": self._store.accepted_sends,
                 "messages": len(self._store.message_log),
             }
+
+    def receive_replies(self, replies: object) -> list[dict[str, Any]]:
+        """Put replies in the IPPanel inbox (see :func:`.ippanel_inbox.receive`); return their inbox rows."""
+        with self._lock:
+            return ippanel_inbox.receive(self._store, replies, self._config, time.time())
 
     def configure(self, changes: Mapping[str, object]) -> SandboxConfig:
         """Change some configuration fields and return the new configuration.

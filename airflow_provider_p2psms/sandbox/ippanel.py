@@ -6,6 +6,7 @@ endpoints (credit and token check). The rest is split by concept:
 
 - :mod:`.ippanel_send`: sending and cancelling, with the validation of send requests;
 - :mod:`.ippanel_reports`: the bulk, recipients and statistics reports;
+- :mod:`.ippanel_inbox`: the inbox of received messages (replies), and the control that fills it;
 - :mod:`.ippanel_states`: the ``state_id`` a bulk is in, its recipients' statuses and cost;
 - :mod:`.ippanel_envelope`: the response envelope and the 422 field validation errors.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_p2psms.sandbox import ippanel_reports, ippanel_send
+from airflow_provider_p2psms.sandbox import ippanel_inbox, ippanel_reports, ippanel_send
 from airflow_provider_p2psms.sandbox.ippanel_envelope import envelope, ok
 from airflow_provider_p2psms.sandbox.ippanel_envelope import not_found as _not_found
 from airflow_provider_p2psms.sandbox.wire import KIND_ACCOUNT, KIND_CANCEL, KIND_REPORT, KIND_SEND, Route
@@ -45,6 +46,7 @@ class IppanelApi:
             Route("GET", "/v1/api/report/by_bulk", KIND_REPORT, ippanel_reports.by_bulk),
             Route("GET", "/v1/api/report/recipients", KIND_REPORT, ippanel_reports.recipients),
             Route("GET", "/v1/api/report/bulk_stats", KIND_REPORT, ippanel_reports.bulk_stats),
+            Route("POST", "/v1/api/report/messages-inbox", KIND_REPORT, ippanel_inbox.messages_inbox),
             Route("GET", "/v1/api/payment/credit/mine", KIND_ACCOUNT, self._credit),
             Route("POST", "/v1/api/acl/auth/check_token", KIND_ACCOUNT, self._check_token),
         ]

@@ -255,7 +255,7 @@ def test_a_table_that_lost_rows_is_reported_not_tracked_short(sms_connections, c
     receipt = operator.execute(task_context(MemoryTaskState()))
     with sqlite3.connect(crm) as connection:
         connection.execute("DELETE FROM p2psms_outcomes WHERE row_key IN ('K1', 'K2')")
-    with pytest.raises(SmsInputError, match="says its send had 1000 messages accepted.* has 998 rows"):
+    with pytest.raises(SmsInputError, match=r"says its send had 1000 messages accepted.* has 998 rows"):
         P2PSmsDeliverySensor(task_id="wait", receipt=receipt).poke({"ti": SensorTaskInstance()})
 
 
