@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_p2psms.campaign.keyset import KeySet
 from airflow_provider_p2psms.models import MessagesPacker, ReceiptCounts, SendReceipt
 
 if TYPE_CHECKING:
@@ -43,8 +44,9 @@ class ReceiptBuilder:
         self.resumed = 0
         self.parts = 0
         self.price: float | None = None
-        self.uncertain: set[int] = set()
-        self.rejected: set[int] = set()
+        # Compact sets of message keys (about 8 bytes each): a campaign may leave many uncertain.
+        self.uncertain = KeySet(unsigned=True)
+        self.rejected = KeySet(unsigned=True)
         self.problems: list[str] = []
 
     def accept(

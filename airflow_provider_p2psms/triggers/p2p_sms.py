@@ -27,7 +27,7 @@ class P2PSmsDeliveryTrigger(BaseTrigger):
     """
     Poll until the wait ends, then yield one event with the delivery state.
 
-    Status requests go out on an async HTTP client, at most the connection's ``max_concurrency`` at
+    Status requests go out on an async HTTP client, at most the connection's ``status_concurrency`` at
     a time, so one triggerer can follow many campaigns on its event loop without blocking it. The
     wait ends when every message is final, when the target can no longer be met (``fail_early``),
     at ``give_up_at`` (after one last poll of everything pending) or at ``timeout_at``, which the
