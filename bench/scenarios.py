@@ -132,6 +132,7 @@ def memory(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
     peaks: dict[int, int] = {}
     execute_peaks: dict[int, int | None] = {}
     seconds: dict[int, float] = {}
+    receipt_bytes: dict[int, int] = {}
     table_seconds = _ensure_recipients(home, sizes.memory_large)
     for n in (sizes.memory_small, sizes.memory_large):
         sandbox.reset(latency_ms=0)
@@ -143,6 +144,7 @@ def memory(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
         peaks[n] = peak
         execute_peaks[n] = run.execute_peak_rss_kb("send")
         seconds[n] = run.task_seconds("send")
+        receipt_bytes[n] = len(json.dumps(home.xcom(run, "send")))
     small, large = sizes.memory_small, sizes.memory_large
     ratio = peaks[large] / peaks[small]
     rows = [
@@ -155,6 +157,16 @@ def memory(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
             ratio <= 1.3,
         )
     ]
+    rows.append(
+        Row(
+            f"Receipt XCom of the send, {large:,} vs {small:,} recipients (len(json.dumps(value)))",
+            f"{receipt_bytes[large]:,} bytes",
+            f"{receipt_bytes[small]:,} bytes ({small:,})",
+            receipt_bytes[large] / 65_536,
+            "≤ 64 KB",
+            receipt_bytes[large] <= 65_536,
+        )
+    )
     small_execute, large_execute = execute_peaks[small], execute_peaks[large]
     if small_execute and large_execute:
         rows.append(
@@ -172,6 +184,7 @@ def memory(home: AirflowHome, sandbox: Sandbox, sizes: Sizes) -> Result:
         "peak_rss_kb": peaks,
         "execute_peak_rss_kb": execute_peaks,
         "send_seconds": seconds,
+        "receipt_bytes": receipt_bytes,
         "large_table_seconds": round(table_seconds, 1),
     }
     return Result("memory", rows, raw)
