@@ -19,7 +19,6 @@ for the user to remove (:func:`remove_detail`). A send that no sensor follows ke
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -57,7 +56,7 @@ def detail_root(executor_check_for: str | None, checkpoint_path: str | None = No
         Airflow runs another executor than LocalExecutor; ``None`` to skip the check.
     :param checkpoint_path: the task's own ``checkpoint_path``, if set.
     """
-    from airflow_provider_p2psms.campaign.stores import _remote_executors
+    from airflow_provider_p2psms.campaign.stores import local_default, remote_executors
     from airflow_provider_p2psms.version_compat import conf
 
     configured = conf.get("p2psms", "detail_path", fallback=None)
@@ -66,7 +65,7 @@ def detail_root(executor_check_for: str | None, checkpoint_path: str | None = No
     shared = checkpoint_path or conf.get("p2psms", "checkpoint_path", fallback=None)
     if shared:
         return str(shared).rstrip("/") + "/detail"
-    executors = _remote_executors(str(conf.get("core", "executor", fallback="LocalExecutor") or ""))
+    executors = remote_executors()
     if executors and executor_check_for is not None:
         raise SmsConfigurationError(
             f"Task '{executor_check_for}' keeps the detail of a large campaign (every message's id and number) "
@@ -75,17 +74,7 @@ def detail_root(executor_check_for: str | None, checkpoint_path: str | None = No
             "shared storage such as s3://bucket/p2psms-detail (a shared checkpoint_path works too), or give the "
             "send an outcomes table (outcomes_conn_id), which then holds the detail. Nothing was sent."
         )
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return f"file://{os.path.join(home, 'p2psms_detail')}"
-
-
-def task_folder(root: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> Any:
-    """The folder of one task instance's detail files under ``root``."""
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_provider_p2psms.campaign.stores import _safe
-
-    return ObjectStoragePath(root) / _safe(dag_id) / _safe(run_id) / _safe(task_id) / str(map_index)
+    return local_default("p2psms_detail")
 
 
 def retention() -> str:
@@ -107,7 +96,7 @@ class DetailWriter:
 
     It is written under a temporary name and renamed at the end, so a reader never sees half a file.
 
-    :param folder: the task instance's folder (:func:`task_folder`).
+    :param folder: the task instance's folder (:func:`~airflow_provider_p2psms.campaign.stores.task_folder`).
     :param name: the file's name, e.g. ``"messages-1.zlib"``.
     """
 

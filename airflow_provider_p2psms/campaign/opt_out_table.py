@@ -15,7 +15,6 @@ PostgreSQL 9.5+) and MySQL's and MariaDB's ``INSERT ... ON DUPLICATE KEY UPDATE`
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ from airflow_provider_p2psms.campaign.outcome_schema import (
     MYSQL,
     POSTGRESQL,
     SQLITE,
-    SUPPORTED_DATABASES,
     check_table_name,
 )
+from airflow_provider_p2psms.campaign.sql_table import SqlTable, describe_error
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError
 from airflow_provider_p2psms.utils.phone import mask_numbers_in_text
 
@@ -147,7 +146,7 @@ def merge(opt_outs: Sequence[OptOut]) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in rows.values()]
 
 
-class OptOutTable:
+class OptOutTable(SqlTable):
     """
     The opt-out table behind an Airflow SQL connection (any whose hook is a common-sql ``DbApiHook``).
 
@@ -158,26 +157,11 @@ class OptOutTable:
     :param table: the table, optionally schema-qualified (not on SQLite); default ``p2psms_opt_outs``.
     """
 
+    kind = "opt-out table"
+
     def __init__(self, sql_conn_id: str, table: str = DEFAULT_TABLE) -> None:
         check_opt_out_table_name(table)
-        self.sql_conn_id = sql_conn_id
-        self.table = table
-        self._hook: Any = None
-        self._connection: Any = None
-        self._placeholder = "?"
-        self._dialect = ""
-
-    def __enter__(self) -> OptOutTable:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the database connection, if open."""
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            connection.close()
+        super().__init__(sql_conn_id, table)
 
     def ensure(self) -> None:
         """
@@ -188,13 +172,13 @@ class OptOutTable:
         connection = self._connect()
         try:
             with closing(connection.cursor()) as cursor:
-                cursor.execute(opt_outs_ddl(self.table, self._dialect))
+                cursor.execute(opt_outs_ddl(self.table, self.dialect))
                 cursor.execute(f"SELECT * FROM {self.table} WHERE 1 = 0")
                 found = {str(column[0]).lower() for column in cursor.description or ()}
             connection.commit()
         except Exception as error:
             connection.rollback()
-            raise self._config_error(f"could not be created or read ({_describe(error)})") from None
+            raise self._config_error(f"could not be created or read ({describe_error(error)})") from None
         missing = [column for column in COLUMNS if column not in found]
         if missing:
             raise self._config_error(f"lacks the columns {', '.join(missing)}: add them as in opt_outs_ddl()")
@@ -214,64 +198,20 @@ class OptOutTable:
             with closing(connection.cursor()) as cursor:
                 cursor.execute(f"SELECT number FROM {self.table} WHERE number IN ({marks})", numbers)
                 known = len(cursor.fetchall())
-                cursor.executemany(upsert_sql(self.table, self._dialect, self._placeholder), rows)
+                cursor.executemany(upsert_sql(self.table, self.dialect, self._placeholder), rows)
             connection.commit()
         except Exception as error:
             connection.rollback()
             # The database's message may quote a row: the numbers in it are masked.
             raise P2PSmsError(
                 f"Writing {len(rows)} opt-outs to table '{self.table}' on connection '{self.sql_conn_id}' failed "
-                f"({mask_numbers_in_text(_describe(error))}); none of them was committed. The number column "
+                f"({mask_numbers_in_text(describe_error(error))}); none of them was committed. The number column "
                 "must be the PRIMARY KEY or UNIQUE, as in opt_outs_ddl()."
             ) from None
         return len(rows) - known
-
-    def _connect(self) -> Any:
-        if self._connection is None:
-            hook = self._sql_hook()
-            name = str(hook.dialect_name)
-            dialect = DIALECTS.get(name.lower())
-            if dialect is None:
-                raise self._config_error(
-                    f"is on a '{name}' database; the opt-out table is written by upsert, which this provider "
-                    f"does for {SUPPORTED_DATABASES} only"
-                )
-            if dialect == SQLITE and "." in self.table:
-                raise self._config_error("has a schema; SQLite tables take none, use an unqualified name")
-            connection = hook.get_conn()
-            module = sys.modules.get(type(connection).__module__.partition(".")[0])
-            paramstyle = getattr(module, "paramstyle", None)
-            self._placeholder = "?" if paramstyle == "qmark" else "%s" if paramstyle else hook.placeholder
-            self._connection, self._dialect = connection, dialect
-            if dialect == SQLITE:
-                # Python's sqlite3 gives up on a locked file after 5 s; wait for a concurrent writer instead.
-                with closing(connection.cursor()) as cursor:
-                    cursor.execute("PRAGMA busy_timeout = 30000")
-        return self._connection
-
-    def _sql_hook(self) -> Any:
-        if self._hook is None:
-            from airflow.providers.common.sql.hooks.sql import DbApiHook
-            from airflow.sdk import BaseHook
-
-            hook = BaseHook.get_connection(self.sql_conn_id).get_hook()
-            if not isinstance(hook, DbApiHook):
-                raise SmsConfigurationError(
-                    f"Connection '{self.sql_conn_id}' (opt-out table) is not a SQL database connection: its hook "
-                    f"is {type(hook).__name__}. Use a connection with a common-sql hook ({SUPPORTED_DATABASES})."
-                )
-            self._hook = hook
-        return self._hook
-
-    def _config_error(self, problem: str) -> SmsConfigurationError:
-        return SmsConfigurationError(f"The opt-out table '{self.table}' on connection '{self.sql_conn_id}' {problem}.")
 
 
 def _timestamp(value: datetime) -> str:
     if value.utcoffset() is None:
         raise ValueError("an opt-out's seen_at must be timezone-aware")
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error).strip()}"

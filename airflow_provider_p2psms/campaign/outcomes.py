@@ -38,7 +38,6 @@ live in :mod:`.outcome_schema`; this module re-exports what a caller needs.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import closing
 from itertools import islice
@@ -47,7 +46,6 @@ from typing import Any, Final
 from airflow_provider_p2psms.campaign.outcome_schema import (
     COLUMNS,
     DEFAULT_TABLE,
-    DIALECTS,
     FINAL_STATUSES,
     KEY_COLUMNS,
     MYSQL,
@@ -56,7 +54,6 @@ from airflow_provider_p2psms.campaign.outcome_schema import (
     SEND_FIELDS,
     SQLITE,
     STATUSES,
-    SUPPORTED_DATABASES,
     TASK_COLUMNS,
     DeliveryUpdate,
     Outcome,
@@ -68,6 +65,7 @@ from airflow_provider_p2psms.campaign.outcome_schema import (
     update_sql,
     upsert_sql,
 )
+from airflow_provider_p2psms.campaign.sql_table import SqlTable, describe_error
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError
 
 __all__ = [
@@ -88,7 +86,7 @@ __all__ = [
 DEFAULT_CHUNK_SIZE: Final = 1000
 
 
-class OutcomesTable:
+class OutcomesTable(SqlTable):
     """
     The outcomes table behind an Airflow SQL connection (any whose hook is a common-sql ``DbApiHook``).
 
@@ -103,36 +101,14 @@ class OutcomesTable:
     :param chunk_size: rows per ``executemany`` and per transaction; default 1,000.
     """
 
+    kind = "outcomes table"
+
     def __init__(self, sql_conn_id: str, table: str = DEFAULT_TABLE, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         check_table_name(table)
         if chunk_size < 1:
             raise SmsConfigurationError(f"chunk_size of the outcomes table must be at least 1, got {chunk_size}.")
-        self.sql_conn_id = sql_conn_id
-        self.table = table
+        super().__init__(sql_conn_id, table)
         self.chunk_size = chunk_size
-        self._hook: Any = None
-        self._dialect = ""
-        self._connection: Any = None
-        self._placeholder = ""
-
-    def __enter__(self) -> OutcomesTable:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the database connection, if open."""
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            connection.close()
-
-    @property
-    def dialect(self) -> str:
-        """Which upsert the database takes: ``"sqlite"``, ``"postgresql"`` or ``"mysql"``."""
-        if not self._dialect:
-            self._dialect = self._resolve_dialect()
-        return self._dialect
 
     def ddl(self) -> list[str]:
         """The statements :meth:`ensure` runs on this database when the table is missing."""
@@ -157,10 +133,10 @@ class OutcomesTable:
                 connection.commit()
             except Exception as create_error:
                 connection.rollback()
-                raise self._config_error(f"could not be created ({_describe(create_error)})") from None
+                raise self._config_error(f"could not be created ({describe_error(create_error)})") from None
             columns, error = self._columns()
             if columns is None:
-                raise self._config_error(f"cannot be read ({_describe(error)})")
+                raise self._config_error(f"cannot be read ({describe_error(error)})")
         missing = [column for column in COLUMNS if column not in columns]
         if missing:
             raise self._config_error(
@@ -223,7 +199,7 @@ class OutcomesTable:
                 connection.rollback()
                 raise P2PSmsError(
                     f"Reading the messages of task '{task.task_id}' from outcomes table '{self.table}' on "
-                    f"connection '{self.sql_conn_id}' failed: {_describe(error)}."
+                    f"connection '{self.sql_conn_id}' failed: {describe_error(error)}."
                 ) from None
             while chunk := cursor.fetchmany(self.chunk_size):
                 yield from chunk
@@ -241,71 +217,11 @@ class OutcomesTable:
                     connection.rollback()
                     raise P2PSmsError(
                         f"Writing outcomes to table '{self.table}' on connection '{self.sql_conn_id}' failed "
-                        f"after {written} rows: {_describe(error)}. The rows written before are committed; "
+                        f"after {written} rows: {describe_error(error)}. The rows written before are committed; "
                         "writing them again updates them in place."
                     ) from None
                 written += len(chunk)
         return written
-
-    def _parameter(self) -> str:
-        """The driver's placeholder: ``?`` (qmark, sqlite3) or ``%s`` (format and pyformat, psycopg, MySQLdb)."""
-        self._connect()
-        return self._placeholder
-
-    def _connect(self) -> Any:
-        if self._connection is None:
-            dialect = self.dialect
-            connection = self._sql_hook().get_conn()
-            module = sys.modules.get(type(connection).__module__.partition(".")[0])
-            paramstyle = getattr(module, "paramstyle", None)
-            if paramstyle == "qmark":
-                self._placeholder = "?"
-            elif paramstyle in ("format", "pyformat"):
-                self._placeholder = "%s"
-            else:
-                self._placeholder = self._sql_hook().placeholder
-            self._connection = connection
-            if dialect == SQLITE:
-                # Python's sqlite3 gives up on a locked file after 5 s; a chunk waits for a concurrent one.
-                self._cursor_run("PRAGMA busy_timeout = 30000")
-        return self._connection
-
-    def _sql_hook(self) -> Any:
-        if self._hook is None:
-            from airflow.providers.common.sql.hooks.sql import DbApiHook
-            from airflow.sdk import BaseHook
-
-            hook = BaseHook.get_connection(self.sql_conn_id).get_hook()
-            if not isinstance(hook, DbApiHook):
-                raise SmsConfigurationError(
-                    f"Connection '{self.sql_conn_id}' (outcomes table) is not a SQL database connection: its "
-                    f"hook is {type(hook).__name__}. Use a connection whose provider has a common-sql hook "
-                    f"({SUPPORTED_DATABASES})."
-                )
-            self._hook = hook
-        return self._hook
-
-    def _resolve_dialect(self) -> str:
-        name = str(self._sql_hook().dialect_name)
-        dialect = DIALECTS.get(name.lower())
-        if dialect is None:
-            raise SmsConfigurationError(
-                f"Connection '{self.sql_conn_id}' is a '{name}' database: the outcomes table is written by "
-                f"upsert, which this provider does for {SUPPORTED_DATABASES} only. Use a connection to one of those."
-            )
-        if dialect == SQLITE:
-            import sqlite3
-
-            if sqlite3.sqlite_version_info < (3, 24, 0):
-                raise SmsConfigurationError(
-                    f"Connection '{self.sql_conn_id}': SQLite {sqlite3.sqlite_version} has no upsert "
-                    "(ON CONFLICT ... DO UPDATE, SQLite 3.24+). Use a Python built with a newer SQLite."
-                )
-        if "." in self.table and dialect == SQLITE:
-            raise SmsConfigurationError(
-                f"Outcomes table '{self.table}': SQLite tables take no schema; use an unqualified name."
-            )
-        return dialect
 
     def _use_wal(self) -> None:
         mode = str(self._cursor_run("PRAGMA journal_mode")[0]).lower()
@@ -315,7 +231,7 @@ class OutcomesTable:
             except Exception as error:
                 raise P2PSmsError(
                     f"Switching the SQLite file of connection '{self.sql_conn_id}' to WAL journal mode failed: "
-                    f"{_describe(error)}. It needs a moment with no open read: make sure nothing reads the file "
+                    f"{describe_error(error)}. It needs a moment with no open read: make sure nothing reads the file "
                     "while the outcomes table is set up (ensure() runs before the recipients are read)."
                 ) from None
 
@@ -340,21 +256,9 @@ class OutcomesTable:
                 cursor.execute(sql)
         except Exception as error:
             raise self._config_error(
-                f"does not take an upsert ({_describe(error)}): it needs a UNIQUE key on ({keys}), made with "
+                f"does not take an upsert ({describe_error(error)}): it needs a UNIQUE key on ({keys}), made with "
                 f"CREATE UNIQUE INDEX {self.table.rpartition('.')[2]}_key ON {self.table} ({keys}), and the "
                 "right to insert"
             ) from None
         finally:
             connection.rollback()
-
-    def _cursor_run(self, sql: str) -> Any:
-        with closing(self._connect().cursor()) as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()
-
-    def _config_error(self, problem: str) -> SmsConfigurationError:
-        return SmsConfigurationError(f"The outcomes table '{self.table}' on connection '{self.sql_conn_id}' {problem}.")
-
-
-def _describe(error: Exception | None) -> str:
-    return f"{type(error).__name__}: {str(error).strip()}"

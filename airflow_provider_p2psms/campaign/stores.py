@@ -94,24 +94,44 @@ def checkpoint_store(context: Any, checkpoint_path: str | None) -> KeyValueStore
     accessor = context.get("task_state_store")
     if accessor is not None and not checkpoint_path:
         return TaskStateKeyValueStore(accessor)
-    from airflow.sdk import ObjectStoragePath
 
     ti = context["ti"]
     map_index = getattr(ti, "map_index", None)
-    base = ObjectStoragePath(checkpoint_path or _default_checkpoint_root(context))
-    folder = base / ti.dag_id / _safe(ti.run_id) / ti.task_id / str(-1 if map_index is None else map_index)
-    return ObjectStorageKeyValueStore(folder)
+    root = checkpoint_path or _default_checkpoint_root(context)
+    return ObjectStorageKeyValueStore(
+        task_folder(root, ti.dag_id, ti.run_id, ti.task_id, -1 if map_index is None else map_index)
+    )
+
+
+def task_folder(root: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> Any:
+    """The folder of one task instance under ``root`` (an ``ObjectStoragePath`` URL): ``dag/run/task/map``."""
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(root) / _safe(dag_id) / _safe(run_id) / _safe(task_id) / str(map_index)
+
+
+def remote_executors() -> list[str]:
+    """The executors ``[core] executor`` names that may run a task's tries on different machines."""
+    from airflow_provider_p2psms.version_compat import conf
+
+    return _remote_executors(str(conf.get("core", "executor", fallback="LocalExecutor") or ""))
+
+
+def local_default(name: str) -> str:
+    """``file://$AIRFLOW_HOME/<name>``: a folder only tasks on this machine can read."""
+    import os
+
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return f"file://{os.path.join(home, name)}"
 
 
 def _default_checkpoint_root(context: Any) -> str:
-    import os
-
     from airflow_provider_p2psms.version_compat import conf
 
     configured = conf.get("p2psms", "checkpoint_path", fallback=None)
     if configured:
         return str(configured)
-    executors = _remote_executors(str(conf.get("core", "executor", fallback="LocalExecutor") or ""))
+    executors = remote_executors()
     if executors:
         task = context["ti"].task_id
         raise SmsConfigurationError(
@@ -121,8 +141,7 @@ def _default_checkpoint_root(context: Any) -> str:
             "worker can read it: set checkpoint_path on the task, or [p2psms] checkpoint_path "
             "(AIRFLOW__P2PSMS__CHECKPOINT_PATH), to shared storage such as s3://bucket/p2psms. Nothing was done."
         )
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return f"file://{os.path.join(home, 'p2psms_checkpoints')}"
+    return local_default("p2psms_checkpoints")
 
 
 def _remote_executors(setting: str) -> list[str]:

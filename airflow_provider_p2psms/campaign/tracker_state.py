@@ -31,7 +31,6 @@ _LETTER = {
     DeliveryStatus.REJECTED: "r",
     DeliveryStatus.UNKNOWN: "u",
 }
-_STATUS = {letter: status for status, letter in _LETTER.items()}
 _CODE = {status: ord(letter) for status, letter in _LETTER.items()}
 _BY_CODE = {code: status for status, code in _CODE.items()}
 _FINAL_CODES = frozenset(code for status, code in _CODE.items() if status.is_final)

@@ -145,8 +145,8 @@ def receipt_detail(
         OUTCOMES_REF,
         DetailWriter,
         detail_root,
-        task_folder,
     )
+    from airflow_provider_p2psms.campaign.stores import task_folder
     from airflow_provider_p2psms.models import INLINE_MESSAGES
 
     if recorder is not None:

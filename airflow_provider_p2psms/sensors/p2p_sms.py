@@ -333,7 +333,8 @@ class P2PSmsDeliverySensor(PersonalDataFields, BaseSensorOperator):
     def _save_progress(self, context: Context, progress: Progress) -> None:
         store = self._checkpoint_store(context)
         if store is not None:
-            from airflow_provider_p2psms.campaign.detail import detail_root, task_folder
+            from airflow_provider_p2psms.campaign.detail import detail_root
+            from airflow_provider_p2psms.campaign.stores import task_folder
             from airflow_provider_p2psms.sensors.progress import save_progress
 
             ti = context["ti"]

@@ -77,7 +77,7 @@ def save_progress(
     """
     Keep ``progress`` for the next poke.
 
-    :param folder_of: where long states go (:func:`~airflow_provider_p2psms.campaign.detail.task_folder` of
+    :param folder_of: where long states go (:func:`~airflow_provider_p2psms.campaign.stores.task_folder` of
         the sensor's task instance), asked for only when a state is long.
     """
     from airflow_provider_p2psms.campaign.detail import OUTCOMES_REF, spill
