@@ -167,8 +167,7 @@ class DeliveryTracker:
             parts.append(min(int(row_parts), _MAX_PARTS) if row_parts and int(row_parts) > 0 else 0)
             if found.is_final and row_price is not None:
                 price = (price or 0.0) + float(row_price)
-        # One letter a message, unpacked: the constructor takes a state as is when it is not compressed.
-        state = letters.decode("ascii")
+        state = letters.decode("ascii")  # not compressed: the constructor takes it as is
         tracker = cls(PackedMessages(lines.getvalue()), state, polls, price=price, record_changes=record_changes)
         tracker.parts = parts
         tracker.total_parts = sum(parts)
