@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_p2psms.exceptions import P2PSmsError, SmsConfigurationError, SmsInputError
-from airflow_provider_p2psms.hooks.factory import get_sms_hook
-from airflow_provider_p2psms.operators.steps import (
-    log_summary,
-    outcomes_target,
-    preview,
-    receipt_detail,
-    resolve_send_time,
-    templated,
+from airflow_provider_p2psms.exceptions import SmsConfigurationError
+from airflow_provider_p2psms.operators.options import (
+    choice_problems,
+    flag_problem,
+    source_problems,
+    whole_number_problems,
+    window_problems,
 )
+from airflow_provider_p2psms.operators.steps import outcomes_target
 from airflow_provider_p2psms.utils.rendered import PersonalDataFields, as_bool
 from airflow_provider_p2psms.utils.window import SendWindow
 
@@ -27,8 +25,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_p2psms.campaign.ledger import SendLedger
-    from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
-    from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import SendReceipt
 
 OnInvalid = Literal["skip", "fail"]
@@ -159,49 +155,31 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        problems = []
-        if (recipients is None) == (sql is None):
-            problems.append("give exactly one recipient source: recipients=... or sql=... (with sql_conn_id)")
-        if sql is not None and not sql_conn_id:
-            problems.append("sql needs sql_conn_id, the connection to run it on")
+        problems: list[str] = []
         outcomes_conn_id, outcomes_table = outcomes_target(outcomes_conn_id, outcomes_table, sql_conn_id, problems)
-        if outcomes_conn_id and not key_field:
-            problems.append(
-                "an outcomes table needs key_field, the row field that identifies a row (e.g. 'customer_id'): "
-                "a row's number is not stable across retries of an unordered query"
-            )
-        if key_field is not None and (not isinstance(key_field, str) or not key_field.strip()):
-            problems.append(f"key_field must be a row field's name, not {key_field!r}")
-        for name, value, allowed in (
-            ("on_invalid", on_invalid, ("skip", "fail")),
-            ("on_empty", on_empty, ("skip", "succeed", "fail")),
-            ("on_uncertain", on_uncertain, ("skip", "resend")),
-            ("on_rejected", on_rejected, ("isolate", "fail")),
-            ("outside_window", outside_window, ("defer", "schedule")),
-        ):
-            if value not in allowed:
-                problems.append(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
-        for name, number in (
-            ("max_concurrency", max_concurrency),
-            ("max_parts", max_parts),
-            ("fetch_size", fetch_size),
-        ):
-            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-                problems.append(f"{name} must be a whole number of at least 1, not {number!r}")
+        source_problems(
+            problems,
+            recipients=recipients,
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            outcomes_conn_id=outcomes_conn_id,
+            key_field=key_field,
+        )
+        choice_problems(
+            problems,
+            on_invalid=on_invalid,
+            on_empty=on_empty,
+            on_uncertain=on_uncertain,
+            on_rejected=on_rejected,
+            outside_window=outside_window,
+        )
+        whole_number_problems(problems, max_concurrency=max_concurrency, max_parts=max_parts, fetch_size=fetch_size)
         if not isinstance(message, str) or not message.strip():
             problems.append("message must be a non-empty template string")
-        if send_window is not None and not templated(send_window, timezone):
-            try:
-                SendWindow.parse(send_window, timezone)
-            except SmsConfigurationError as error:
-                problems.append(str(error).rstrip("."))
-        if not templated(dry_run):
-            try:
-                dry_run = as_bool(dry_run, "dry_run")
-            except SmsConfigurationError as error:
-                problems.append(str(error).rstrip("."))
-        if send_window is not None and outside_window == "schedule" and send_time is not None:
-            problems.append("outside_window='schedule' sets send_time itself; leave send_time unset")
+        window_problems(
+            problems, send_window=send_window, timezone=timezone, outside_window=outside_window, send_time=send_time
+        )
+        dry_run = flag_problem(problems, "dry_run", dry_run)
         if problems:
             raise SmsConfigurationError(f"P2PSmsOperator '{kwargs.get('task_id')}': " + "; ".join(problems) + ".")
 
@@ -260,102 +238,9 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
 
     def _send(self, context: Context, scheduled_for: datetime | None) -> SendReceipt:
         # The engine loads when the task runs, not each time the DAG file is parsed.
-        from airflow_provider_p2psms.campaign.outcomes import SendTaskKey
-        from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
-        from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows
+        from airflow_provider_p2psms.operators.sending import send
 
-        hook = get_sms_hook(self.sms_conn_id)
-        send_time = resolve_send_time(
-            hook, scheduled_for or self.send_time, self.sms_conn_id, retry=context["ti"].try_number > 1, log=self.log
-        )
-        task = SendTaskKey.from_context(context)
-        recorder = None if self.dry_run else self._recorder(task, hook)
-        builder = MessageBuilder(
-            template=compile_template(self.message, self.get_template_env()),
-            context=context,
-            normalize=hook.normalize_number,
-            phone_field=self.phone_field,
-            max_parts=self.max_parts,
-            fail_on_invalid=self.on_invalid == "fail",
-            key_field=self.key_field,
-            recorder=recorder,
-        )
-        rows = iter_rows(
-            recipients=self.personal_value("recipients"),
-            sql=self.sql,
-            sql_conn_id=self.sql_conn_id,
-            parameters=self.personal_value("parameters"),
-            fetch_size=self.fetch_size,
-        )
-        if self.dry_run:
-            built = preview(hook, builder, rows, ReceiptBuilder(hook.conn_type, self.sms_conn_id), self.log)
-            if not built["counts"]["dry_run"]:
-                self._on_nothing_to_send(built)
-            return built
-
-        from airflow_provider_p2psms.campaign.run import send_campaign
-
-        ledger = self._ledger(context)
-        ledger.load()
-        # A large campaign's messages go to the outcomes table or a detail file: checked before sending.
-        recipients = self.personal_value("recipients")
-        detail = receipt_detail(
-            task,
-            recorder,
-            self.task_id,
-            context["ti"].try_number,
-            checkpoint_path=self.checkpoint_path,
-            rows=len(recipients) if isinstance(recipients, list) else None,
-        )
-        receipt = ReceiptBuilder(hook.conn_type, self.sms_conn_id, detail)
-        if ledger.sent or ledger.uncertain:
-            self.log.info(
-                "Resuming: an earlier try had %d messages accepted and %d uncertain.",
-                len(ledger.sent),
-                len(ledger.uncertain),
-            )
-        try:
-            send_campaign(
-                hook,
-                builder.build(rows),
-                ledger=ledger,
-                receipt=receipt,
-                recorder=recorder,
-                resend_uncertain=self.on_uncertain == "resend",
-                check_all_first=self.on_invalid == "fail",
-                max_concurrency=self.max_concurrency,
-                send_time=send_time,
-                on_rejected=self.on_rejected,
-                log=self.log,
-            )
-        except BaseException:
-            receipt.discard()
-            raise
-        outcomes = None if recorder is None else {"conn_id": recorder.sql_conn_id, "table": recorder.table}
-        built = receipt.build(builder, task=dataclasses.asdict(task), outcomes=outcomes)
-        log_summary(self.log, hook, self.sms_conn_id, built)
-        if receipt.uncertain and self.on_uncertain == "resend":
-            raise P2PSmsError(
-                f"{len(receipt.uncertain)} messages are uncertain and on_uncertain='resend': failing this "
-                "try so that the retry resends them (everything else is checkpointed and will not be resent)."
-            )
-        if not built["messages"] and not built["counts"]["uncertain"] and not built["counts"]["rejected"]:
-            self._on_nothing_to_send(built)
-        return built
-
-    def _recorder(self, task: Any, hook: P2PSmsHook) -> OutcomeRecorder | None:
-        """The outcomes table's writer, its table created or checked before any row is read; or None."""
-        if not self.outcomes_conn_id:
-            return None
-        from airflow_provider_p2psms.campaign.outcome_schema import DEFAULT_TABLE
-        from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
-
-        table = self.outcomes_table or DEFAULT_TABLE  # a template may render to nothing
-        recorder = OutcomeRecorder(self.outcomes_conn_id, table, task, hook.conn_type)
-        # Before the rows are read: on SQLite, the switch to WAL (so that the source file can be written
-        # while it is read) needs a moment with no read open.
-        recorder.ensure()
-        return recorder
+        return send(self, context, scheduled_for)
 
     # ------------------------------------------------------------------ steps
 
@@ -364,20 +249,6 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         from airflow_provider_p2psms.campaign.stores import checkpoint_store
 
         return SendLedger(checkpoint_store(context, self.checkpoint_path))
-
-    def _on_nothing_to_send(self, receipt: SendReceipt) -> None:
-        counts = receipt["counts"]
-        why = (
-            f"Nothing to send: {counts['requested']} rows, {counts['invalid']} invalid, "
-            f"{counts['duplicate']} duplicate."
-        )
-        if self.on_empty == "fail":
-            raise SmsInputError(f"{why} on_empty='fail'.")
-        if self.on_empty == "skip":
-            from airflow_provider_p2psms.version_compat import AirflowSkipException
-
-            raise AirflowSkipException(f"{why} Skipping (on_empty='skip').")
-        self.log.info("%s Succeeding (on_empty='succeed').", why)
 
 
 def _delete_checkpoint(context: Context) -> None:
