@@ -106,6 +106,14 @@ class SmsGatewayUnavailable(P2PSmsError):
     """The gateway kept answering 429/5xx or could not be reached, after every retry."""
 
 
+class SendWindowClosed(P2PSmsError):
+    """
+    The send window closed while the campaign was sending: nothing more left, the ledger is written.
+
+    Not a failure: the operator catches it and waits (defers) until the window opens again, then resumes.
+    """
+
+
 class SmsUncertainSendError(P2PSmsError):
     """
     A send request may or may not have been accepted: the gateway cannot tell us.

@@ -146,12 +146,27 @@ class DeliveryState:
         return self.status.is_final
 
 
+@dataclass(frozen=True, slots=True)
+class PriceQuote:
+    """What the gateway charges for one text, to one recipient (``P2PSmsHook.price_quote``).
+
+    :param parts: the SMS parts the gateway counts for the text.
+    :param mci_price: the price to a recipient on MCI (Hamrah-e Avval), in the gateway's price unit.
+    :param other_price: the price to a recipient on any other network.
+    """
+
+    parts: int
+    mci_price: float
+    other_price: float
+
+
 class ReceiptCounts(TypedDict):
     """Counts in a send receipt.
 
     ``requested`` rows were read; ``sent`` messages were accepted by the gateway (in this try or an
     earlier one); ``resumed`` of those were accepted by an earlier try and not sent again;
     ``invalid`` rows were left out; ``duplicate`` rows repeated an earlier (number, text) pair;
+    ``excluded`` rows had a number on the suppression list (``exclude``, ``exclude_sql``);
     ``uncertain`` messages may or may not have been accepted; ``rejected`` messages were refused by
     the gateway (a number it does not take) and not sent; ``dry_run`` messages were only rendered and
     validated. ``parts`` is the SMS parts of the ``sent`` messages (as the gateway counted them, else
@@ -164,6 +179,7 @@ class ReceiptCounts(TypedDict):
     resumed: int
     invalid: int
     duplicate: int
+    excluded: int
     uncertain: int
     rejected: int
     dry_run: int
@@ -198,6 +214,42 @@ class SendReceipt(TypedDict):
     problems: list[str]
     task: dict[str, Any] | None
     outcomes: dict[str, str] | None
+
+
+class PartsEstimate(TypedDict):
+    """The messages of one parts count in a :class:`CostEstimate`, and the gateway's prices for them."""
+
+    messages: int
+    mci_price: float
+    other_price: float
+    cost: float
+
+
+class CostEstimate(TypedDict):
+    """What a campaign would cost, worked out before it is sent (``check_credit``, ``max_cost``, a dry run).
+
+    ``cost`` is the sum over ``by_parts`` (keyed by the parts count as a string, JSON's keys): each
+    message at the gateway's price for its text on its recipient's network, MCI or other; a number
+    whose network the carrier metadata does not know is priced at the higher of the two. ``networks``
+    counts the messages per network (``mci``, ``other``, ``unknown``), by the number's original
+    allocation (a number ported since is priced as its old network). ``credit`` is the account's
+    balance when it was read (``None`` when it was not, or the gateway has no credit endpoint).
+    """
+
+    cost: float
+    by_parts: dict[str, PartsEstimate]
+    networks: dict[str, int]
+    credit: float | None
+
+
+class EstimatedReceipt(SendReceipt, total=False):
+    """A :class:`SendReceipt` with its campaign's :class:`CostEstimate`.
+
+    A dry run's receipt always has ``estimate`` (``None`` when the gateway prices nothing before a send);
+    a send's has it when ``check_credit`` or ``max_cost`` made one, for the messages that try sent.
+    """
+
+    estimate: CostEstimate | None
 
 
 #: A receipt's ``messages`` longer than this many characters (a few hundred messages) are kept out of it.

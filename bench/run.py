@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import scenario_rate
 import scenario_send
 import scenario_tracking
 from harness import (
@@ -46,6 +47,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OWN_SCENARIOS = {
     "send": (scenario_send.send_scenario, {False: scenario_send.FULL, True: scenario_send.QUICK}),
     "tracking": (scenario_tracking.tracking_scenario, {False: scenario_tracking.FULL, True: scenario_tracking.QUICK}),
+    "rate": (scenario_rate.rate_scenario, {False: scenario_rate.FULL, True: scenario_rate.QUICK}),
 }
 NAMES = list(dict.fromkeys(["send", *SCENARIOS, *OWN_SCENARIOS]))
 

@@ -19,11 +19,18 @@ and mark the batches. A batch refused for some of its recipients is taken apart
 Here, the caller's thread runs the generator: it hands marked batches to the senders
 (``max_concurrency`` threads making the requests), learns each answer through one event queue, and
 yields what came of each batch as it comes.
+
+With ``max_rate`` (or the connection's ``max_rate`` extra), batches hold at most that many messages, each
+waits here for its slot, and a 429 to a first attempt slows the send down and sends the batch again
+(:mod:`~airflow_provider_p2psms.campaign.rate`). Without it, a 429 is the transport's: it waits
+``Retry-After`` and tries again, up to the connection's ``max_retries``, and then the send stops with the
+batch released, as for a gateway that stays unavailable.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -32,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_p2psms.campaign.isolation import reject_reason, split_refused
 from airflow_provider_p2psms.campaign.ledger import NullLedger
 from airflow_provider_p2psms.campaign.marking import Marking
-from airflow_provider_p2psms.exceptions import SmsRecipientsRefused, SmsUncertainSendError
+from airflow_provider_p2psms.campaign.rate import SendRate, SlowDown, SlowDownWatch, describe, paced_batch_size
+from airflow_provider_p2psms.exceptions import (
+    P2PSmsError,
+    SendWindowClosed,
+    SmsGatewayUnavailable,
+    SmsRecipientsRefused,
+    SmsUncertainSendError,
+)
 from airflow_provider_p2psms.hooks.transport import verdict_for_error
 from airflow_provider_p2psms.models import BatchResult
 from airflow_provider_p2psms.utils.phone import mask_phone
@@ -58,6 +72,9 @@ def send_keyed(
     ledger: SendLedger | None,
     log: Any,
     on_rejected: str = "isolate",
+    closes_at: float | None = None,
+    max_rate: float | None = None,
+    halt: threading.Event | None = None,
 ) -> Iterator[BatchResult]:
     """
     Send ``(key, message)`` pairs in batches of the hook's batch size, ``max_concurrency`` at a time.
@@ -66,10 +83,24 @@ def send_keyed(
     the first error that stopped sending (a refused token or sender line, an unavailable gateway, a
     failing source, a checkpoint that could not be written), once every batch in flight is answered and
     written to the ledger. ``on_rejected`` is ``"isolate"`` or ``"fail"`` (see ``P2PSmsHook.send_messages``).
+    ``closes_at`` (epoch seconds) is when the send window closes: no batch leaves after it, and once the
+    ones on the wire are answered and written, :class:`~airflow_provider_p2psms.exceptions.SendWindowClosed`
+    is raised. Once ``halt`` is set (the task is being killed), no batch leaves either, and the send stops
+    as after a fatal answer. ``max_rate``: the most messages a second, shared by the sending threads;
+    ``None`` (default): the connection's ``max_rate`` extra, if set, else no limit.
     """
     if on_rejected not in ("isolate", "fail"):
         raise ValueError(f"on_rejected must be 'isolate' or 'fail', not {on_rejected!r}")
-    return _Dispatch(hook, ledger or NullLedger(), max_concurrency, send_time, log, on_rejected).run(messages)
+    settings = getattr(hook, "settings", None)
+    if max_rate is None:
+        max_rate = getattr(settings, "max_rate", None)
+    rate = None
+    if max_rate is not None:
+        patience = getattr(settings, "max_retries", 5)
+        rate = SendRate(max_rate, log=log, gateway=hook.provider_name, patience=patience)
+    dispatch = _Dispatch(hook, ledger or NullLedger(), max_concurrency, send_time, log, on_rejected, rate)
+    dispatch.closes_at, dispatch.halt = closes_at, halt
+    return dispatch.run(messages)
 
 
 class _Dispatch:
@@ -81,6 +112,7 @@ class _Dispatch:
         send_time: datetime | None,
         log: Any,
         on_rejected: str,
+        rate: SendRate | None = None,
     ) -> None:
         self.hook = hook
         self.ledger = ledger
@@ -88,16 +120,21 @@ class _Dispatch:
         self.send_time = send_time
         self.log = log
         self.isolate = on_rejected == "isolate"
+        self.closes_at: float | None = None
+        self.halt: threading.Event | None = None
         self.accepted = self.uncertain = self.rejected = 0
         self._fatal: BaseException | None = None
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._rate = rate
+        self._watch = None if rate is None else SlowDownWatch()
         prepare = getattr(hook, "prepare_batch", None)
         self._marking = Marking(
             ledger,
-            hook.batch_size,
+            paced_batch_size(hook.batch_size, None if rate is None else rate.max_rate),
             max_concurrency,
             self._events,
             None if prepare is None else lambda messages: prepare(messages, send_time=send_time),
+            rate,
         )
         self._ready: deque[Batch] = deque()  # marked, not handed to a sender yet
         self._in_flight: dict[Future[list[SmsReceipt]], Batch] = {}
@@ -112,14 +149,19 @@ class _Dispatch:
             # One session for every sending thread, opened while the first batches are built and marked.
             # Left to the first sends, they wait on each other for it (Python 3.11's cached_property
             # locks), or each opens its own (3.12+ does not lock).
-            self.hook.get_conn()
+            session = self.hook.get_conn()
+            if self._watch is not None and not self._watch.attach(session):
+                self._watch = None  # not a requests session: a 429 is the hook's own business
             while True:
                 self._hand_out(pool)
                 if self._fatal is not None:
                     self._marking.halt()
                 if not self._in_flight and (self._fatal is not None or (ended and not self._ready)):
                     break
-                kind, payload = self._events.get()
+                try:
+                    kind, payload = self._events.get(timeout=self._held())
+                except queue.Empty:
+                    continue  # the first ready batch's slot has come
                 if kind == "marked":
                     self._ready.extend(payload)
                 elif kind == "done":
@@ -130,7 +172,12 @@ class _Dispatch:
                     self._fatal = self._fatal or payload
         finally:
             write_error = self._shut_down(pool)
+            if self._watch is not None:
+                self._watch.detach()
         fatal = self._fatal or write_error or source_error
+        if isinstance(fatal, SendWindowClosed):
+            self.log.info("The send window closed: %d messages accepted; nothing more left.", self.accepted)
+            raise fatal
         if fatal is not None:
             self.log.error(
                 "Stopped after %d messages were accepted; nothing after the failure was sent. "
@@ -140,7 +187,14 @@ class _Dispatch:
             raise fatal
 
     def _hand_out(self, pool: ThreadPoolExecutor) -> None:
+        if self.closes_at is not None and self._ready and self._fatal is None and time.time() >= self.closes_at:
+            self._fatal = SendWindowClosed(f"The send window closed after {self.accepted} messages were accepted.")
+        if self.halt is not None and self.halt.is_set() and self._fatal is None:
+            self._fatal = P2PSmsError(f"The task was killed after {self.accepted} messages were accepted.")
         while self._ready and len(self._in_flight) < self.max_concurrency and self._fatal is None:
+            slot = self._ready[0].slot
+            if slot is not None and slot.at > time.monotonic():
+                return  # held until its slot: see _held
             batch = self._ready.popleft()
             if batch.ready_ahead:
                 self._marking.taken()
@@ -150,9 +204,19 @@ class _Dispatch:
                 options["after_uncertain"] = True
             if batch.prepared is not None:
                 options["prepared"] = batch.prepared
-            future = pool.submit(self.hook.send_batch, batch.messages, **options)
+            if self._watch is None:
+                future = pool.submit(self.hook.send_batch, batch.messages, **options)
+            else:
+                future = pool.submit(self._watch.send, self.hook, batch.messages, batch.after_uncertain, **options)
             self._in_flight[future] = batch
             future.add_done_callback(lambda done: self._events.put(("done", done)))
+
+    def _held(self) -> float | None:
+        """Seconds until the first ready batch's slot, when a sender is free for it; ``None``: no wait."""
+        if not self._ready or len(self._in_flight) >= self.max_concurrency or self._fatal is not None:
+            return None
+        slot = self._ready[0].slot
+        return None if slot is None else max(0.0, slot.at - time.monotonic())
 
     def _collect(self, done: Iterable[Future[list[SmsReceipt]]]) -> Iterator[BatchResult]:
         for future in done:
@@ -161,9 +225,13 @@ class _Dispatch:
                 continue  # collected already, while shutting down
             try:
                 receipts = future.result()
+            except SlowDown as error:
+                self._slow_down(batch, error)
             except BaseException as error:
                 yield from self._answered_with(batch, error)
             else:
+                if self._rate is not None:
+                    self._rate.accepted()
                 self.ledger.stage(
                     {key: [r.message_id, r.recipient] for key, r in zip(batch.keys, receipts, strict=True)}
                 )
@@ -193,9 +261,33 @@ class _Dispatch:
             self._release([batch])
             self._fatal = self._fatal or error
 
+    def _slow_down(self, batch: Batch, error: SlowDown) -> None:
+        """
+        A 429 to a first attempt: the gateway processed none of it. The rate goes down, and the batch goes
+        again at a new slot, after those ready. Its ledger mark stays, rather than being released and
+        written again: the ledger reads an entry's marks before its releases, so a release and a new mark
+        of the same messages in one write would read back as released, while they may be on the wire.
+        """
+        assert self._rate is not None and batch.slot is not None
+        if self._rate.slow_down(batch.slot, error.retry_after):
+            batch.slot = self._rate.reserve(len(batch))
+            batch.ready_ahead = False  # the ledger thread counted it out when it first left
+            self._ready.append(batch)
+            return
+        self._release([batch])
+        self._fatal = self._fatal or SmsGatewayUnavailable(
+            f"{self.hook.provider_name} kept answering 429 (too many requests) at "
+            f"{describe(self._rate.floor)} message/s, {self._rate.patience + 1} times in a row; nothing of "
+            f"those batches was processed. Connection '{self.hook.sms_conn_id}': ask the gateway about the "
+            "account's rate limit, and set max_rate below it."
+        )
+
     def _isolate(self, batch: Batch, error: SmsRecipientsRefused) -> Iterator[BatchResult]:
         """Take a refused batch apart: reject what the gateway refuses, send the rest again ahead of the others."""
         refused, parts, isolation = split_refused(batch, error)
+        if self._rate is not None:
+            for part in parts:
+                part.slot = self._rate.reserve(len(part))
         self._ready.extendleft(reversed(parts))
         if refused is None:
             return
@@ -267,10 +359,12 @@ class _Dispatch:
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
             rate = self.accepted / max(now - self._started, 1e-9)
+            limit = "" if self._rate is None else f", at most {describe(self._rate.rate)}/s now"
             self.log.info(
-                "Progress: %d messages accepted, %d uncertain, %d rejected (%.0f messages/s).",
+                "Progress: %d messages accepted, %d uncertain, %d rejected (%.0f messages/s%s).",
                 self.accepted,
                 self.uncertain,
                 self.rejected,
                 rate,
+                limit,
             )

@@ -43,7 +43,7 @@ from airflow_provider_p2psms.campaign.keyset import KeyMap, KeySet
 from airflow_provider_p2psms.exceptions import SmsConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from airflow_provider_p2psms.campaign.stores import KeyValueStore
 
@@ -81,6 +81,9 @@ class SendLedger:
         # Staged, not written yet: receipt lines "<key> <recipient> <message id>", and released keys.
         self._lines: list[str] = []
         self._released: list[int] = []
+        #: Called with the ``[message_id, recipient]`` of every batch staged as accepted, when set (the
+        #: scheduled sends ``on_kill`` cancels: :mod:`~.cancel`).
+        self.watch: Callable[[Iterable[list[str]]], None] | None = None
 
     def _key(self, index: int) -> str:
         return f"{self._prefix}.log.{index}"
@@ -118,6 +121,8 @@ class SendLedger:
             log is replayed in order, and a release written before its marks is undone by them.
         """
         lines = [f"{key:016x} {recipient} {message_id}" for key, (message_id, recipient) in (accepted or {}).items()]
+        if accepted and self.watch is not None:
+            self.watch(accepted.values())
         with self._lock:
             self._lines.extend(lines)
             self._released.extend(released)

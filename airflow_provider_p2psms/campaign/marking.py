@@ -28,15 +28,24 @@ with its request built already when the gateway can (``P2PSmsHook.prepare_batch`
 the ledger thread makes every checkpoint write, in order. They tell the sender through its event queue:
 ``("marked", batches)``, ``("end", error or None)`` once every batch is marked, ``("error", error)``
 when a write failed.
+
+**A rate.** With ``max_rate`` set, the ledger thread reserves each batch's slot
+(:class:`~airflow_provider_p2psms.campaign.rate.SendRate`) before it marks it, and marks a batch only once
+its slot is at most :data:`~airflow_provider_p2psms.campaign.rate.MARK_AHEAD_SECONDS` away; the sender holds
+it until then. Waiting for a slot is waiting for work: answers are still written every
+:data:`FLUSH_SECONDS`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_p2psms.campaign.rate import MARK_AHEAD_SECONDS
 
 if TYPE_CHECKING:
     import queue
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_p2psms.campaign.isolation import Isolation
     from airflow_provider_p2psms.campaign.ledger import SendLedger
+    from airflow_provider_p2psms.campaign.rate import SendRate, Slot
     from airflow_provider_p2psms.models import OutgoingSms
 
 FLUSH_SECONDS = 1.0
@@ -64,6 +74,7 @@ class Batch:
     :param isolation: the refused batch this is a part of, while its refused messages are isolated.
     :param ready_ahead: marked by the ledger thread (a part of a refused batch is not: it was marked whole).
     :param prepared: its request, built by the feeder (``P2PSmsHook.prepare_batch``); ``None``: built at send.
+    :param slot: when it may leave, under a rate (:class:`~airflow_provider_p2psms.campaign.rate.SendRate`).
     """
 
     keys: list[int]
@@ -72,6 +83,7 @@ class Batch:
     isolation: Isolation | None = None
     ready_ahead: bool = True
     prepared: Any = None
+    slot: Slot | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -91,6 +103,7 @@ class Marking:
     :param max_concurrency: the senders' requests in flight at once.
     :param events: the sender's event queue.
     :param prepare: builds a batch's request from its messages (or returns ``None``), in the feeder.
+    :param rate: the pace batches are marked at, if any.
     """
 
     def __init__(
@@ -100,9 +113,12 @@ class Marking:
         max_concurrency: int,
         events: queue.SimpleQueue[Any],
         prepare: Callable[[list[OutgoingSms]], Any] | None = None,
+        rate: SendRate | None = None,
     ):
         self.ledger = ledger
         self.prepare = prepare
+        self.rate = rate
+        self._paced = math.inf  # seconds until the next batch's slot is near enough to mark it
         self.batch_size = batch_size
         self.bound = crash_bound(max_concurrency, batch_size)
         self.slots = max_concurrency
@@ -230,7 +246,7 @@ class Marking:
                         if self._fed and not self._prepared and not announced:
                             announced = True
                             self.events.put(("end", self._source_error))
-                        self._work.wait(self._flush_wait())
+                        self._work.wait(min(self._flush_wait(), self._paced))
                     answers = self._answers
                 keys = [key for batch in marks for key in batch.keys]
                 written = self.ledger.flush(keys)
@@ -245,7 +261,8 @@ class Marking:
             self.events.put(("error", error))
 
     def _marks_due(self) -> list[Batch]:
-        """Once the senders are down to the last few ready batches: as many as the bound allows (under the lock)."""
+        """Once the senders are down to the last few ready batches: what the bound and rate allow (under the lock)."""
+        self._paced = math.inf
         if self._unsent > self._low or not self._prepared or self._stopping:
             return []
         if not self._marked_any and len(self._prepared) < self.slots and not self._fed:
@@ -256,9 +273,15 @@ class Marking:
         # At most one batch per sender: a write marking more leaves a batch ready when the senders'
         # answers come in a burst, and the next write would start with the burst, not after it.
         while self._prepared and len(self._prepared[0]) <= room and len(marks) < self.slots:
+            if self.rate is not None:
+                wait = self.rate.delay() - MARK_AHEAD_SECONDS
+                if wait > 0:
+                    self._paced = wait
+                    break
+                self._prepared[0].slot = self.rate.reserve(len(self._prepared[0]))
             room -= len(self._prepared[0])
             marks.append(self._prepared.popleft())
-        self._short = not marks
+        self._short = not marks and self._paced == math.inf
         if marks:
             self._space.notify()  # the feeder may build more
         return marks

@@ -103,6 +103,7 @@ class ReceiptBuilder:
             resumed=self.resumed,
             invalid=rows.invalid,
             duplicate=rows.duplicate,
+            excluded=rows.excluded,
             uncertain=len(self.uncertain),
             rejected=len(self.rejected),
             dry_run=dry_run,

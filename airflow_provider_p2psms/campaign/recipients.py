@@ -21,9 +21,12 @@ from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
 
 if TYPE_CHECKING:
     from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
+    from airflow_provider_p2psms.campaign.suppression import Suppression
 
 #: Context entries a message template may not use: a text must never carry a credential.
 _HIDDEN_CONTEXT = frozenset({"conn"})
+#: What :meth:`MessageBuilder._message` answers for a number on the suppression list (not a problem).
+_EXCLUDED = "excluded"
 
 
 def iter_rows(
@@ -36,7 +39,7 @@ def iter_rows(
 ) -> Iterator[Any]:
     """Yield the raw rows of whichever source is set."""
     if sql is not None:
-        return _sql_rows(sql, sql_conn_id or "", parameters, fetch_size)
+        return sql_rows(sql, sql_conn_id or "", parameters, fetch_size)
     return iter(_listed_rows(recipients))
 
 
@@ -71,21 +74,34 @@ def parse_rendered(text: str, name: str) -> Any:
     )
 
 
-def _sql_rows(sql: str, sql_conn_id: str, parameters: Any, fetch_size: int) -> Iterator[dict[str, Any]]:
+def sql_rows(
+    sql: str,
+    sql_conn_id: str,
+    parameters: Any,
+    fetch_size: int,
+    *,
+    what: str = "recipients query",
+    conn_arg: str = "sql_conn_id",
+) -> Iterator[dict[str, Any]]:
+    """
+    Stream a query's rows as dicts, ``fetch_size`` at a time, on any common-sql connection.
+
+    :param what: the query, as errors name it (``"recipients query"``, ``"exclude_sql query"``).
+    :param conn_arg: the argument that named the connection, as errors name it.
+    """
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import BaseHook
 
     hook = BaseHook.get_connection(sql_conn_id).get_hook()
     if not isinstance(hook, DbApiHook):
         raise SmsConfigurationError(
-            f"Connection '{sql_conn_id}' (sql_conn_id) is not a SQL database connection: its hook is "
+            f"Connection '{sql_conn_id}' ({conn_arg}) is not a SQL database connection: its hook is "
             f"{type(hook).__name__}. Use a connection whose provider has a common-sql hook (sqlite, postgres, ...)."
         )
 
     def failed(error: Exception) -> SmsInputError:
         return SmsInputError(
-            f"The recipients query on connection '{sql_conn_id}' failed: {type(error).__name__}: {error}. "
-            "Nothing was sent."
+            f"The {what} on connection '{sql_conn_id}' failed: {type(error).__name__}: {error}. Nothing was sent."
         )
 
     with closing(hook.get_conn()) as connection, closing(connection.cursor()) as cursor:
@@ -98,7 +114,7 @@ def _sql_rows(sql: str, sql_conn_id: str, parameters: Any, fetch_size: int) -> I
             raise failed(error) from None
         if cursor.description is None:
             raise SmsInputError(
-                f"The recipients query on connection '{sql_conn_id}' returned no result set; it must be a SELECT."
+                f"The {what} on connection '{sql_conn_id}' returned no result set; it must be a SELECT."
             )
         columns = [column[0] for column in cursor.description]
         read = 0
@@ -111,7 +127,7 @@ def _sql_rows(sql: str, sql_conn_id: str, parameters: Any, fetch_size: int) -> I
                 # Rows read so far may have been sent already: say so, and let Airflow retry (the
                 # checkpoint keeps the retry from sending them again); a lost connection is transient.
                 raise P2PSmsError(
-                    f"Reading the recipients from connection '{sql_conn_id}' failed after {read} rows: "
+                    f"Reading the {what}'s rows from connection '{sql_conn_id}' failed after {read} rows: "
                     f"{type(error).__name__}: {error}. Messages accepted before are checkpointed, so a retry "
                     "does not send them again."
                 ) from None
@@ -136,6 +152,8 @@ class MessageBuilder:
         message (``OutgoingSms.row_key``) and every problem line. A row without it, or with a key an
         earlier row had, is invalid: it is never sent.
     :param recorder: where rows that are left out are written (the outcomes table), when set.
+    :param suppression: numbers that get no text (:mod:`~.suppression`): their rows are ``excluded``.
+    :param footer: a line appended to every text (e.g. the opt-out rule ``لغو۱۱``), counted in its parts.
     """
 
     def __init__(
@@ -149,6 +167,8 @@ class MessageBuilder:
         fail_on_invalid: bool,
         key_field: str | None = None,
         recorder: OutcomeRecorder | None = None,
+        suppression: Suppression | None = None,
+        footer: str | None = None,
     ) -> None:
         self._template = template
         # The template's globals and the context, merged once: each row only sets "row" in it, where
@@ -163,12 +183,15 @@ class MessageBuilder:
         self._fail_on_invalid = fail_on_invalid
         self._key_field = key_field
         self._recorder = recorder
+        self._suppression = suppression
+        self._footer = "\n" + footer.strip() if footer and footer.strip() else ""
         # Message keys and row-key hashes seen so far: one per row, so in 8.5 bytes each, not a set's 70.
         self._seen = KeySet(unsigned=True)
         self._seen_keys = KeySet(unsigned=True)
         self.requested = 0
         self.invalid = 0
         self.duplicate = 0
+        self.excluded = 0
         self.problems: list[str] = []
 
     def build(self, rows: Iterable[Any]) -> Iterator[tuple[int, OutgoingSms]]:
@@ -186,7 +209,10 @@ class MessageBuilder:
                     continue
             problem, message = self._message(number, row, row_key)
             if message is None:
-                self._invalid(number, problem, row_key)
+                if problem == _EXCLUDED:
+                    self.excluded += 1
+                else:
+                    self._invalid(number, problem, row_key)
                 continue
             key = message_key(message.recipient, message.text)
             if not seen(key):
@@ -227,9 +253,14 @@ class MessageBuilder:
             recipient = self._normalize(fields[field])
         except InvalidPhoneNumber as error:
             return f"field '{field}' {error.masked} {error.reason}", None
+        if self._suppression is not None and self._suppression.covers(recipient):
+            if self._recorder is not None and row_key is not None:
+                self._recorder.left_out(row_key, "excluded", "on the suppression list: not sent", recipient)
+            return _EXCLUDED, None
         text = self._render(row_label(number, row_key), fields).strip()
         if not text:
             return "the message rendered empty", None
+        text += self._footer
         parts = count_sms_parts(text)
         if parts > self._max_parts:
             return (

@@ -17,9 +17,11 @@ from airflow_provider_p2psms.campaign.resume import Resumption
 from airflow_provider_p2psms.utils.phone import mask_phone
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Iterator
     from datetime import datetime
 
+    from airflow_provider_p2psms.campaign.estimate import CostCheck
     from airflow_provider_p2psms.campaign.ledger import SendLedger
     from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
     from airflow_provider_p2psms.campaign.recording import OutcomeRecorder
@@ -40,6 +42,10 @@ def send_campaign(
     send_time: datetime | None,
     on_rejected: str,
     log: Any,
+    cost_check: CostCheck | None = None,
+    closes_at: float | None = None,
+    max_rate: float | None = None,
+    halt: threading.Event | None = None,
 ) -> None:
     """
     Send what this try has to send, filling ``receipt`` (and the outcomes table, through ``recorder``).
@@ -47,11 +53,18 @@ def send_campaign(
     :param messages: the (message key, message) pairs built from the rows.
     :param check_all_first: build and check every message before sending the first (``on_invalid="fail"``),
         keeping them on disk meanwhile.
+    :param cost_check: estimate what this try would send and enforce the cost limits (``check_credit``,
+        ``max_cost``) before the first message goes out; it checks and spools every message first.
+    :param closes_at: when the send window closes (epoch seconds): see :func:`~.dispatch.send_keyed`.
+    :param max_rate: the most messages a second; ``None``: the connection's ``max_rate`` extra, if any.
+    :param halt: set when the task is killed: nothing more leaves (see :func:`~.dispatch.send_keyed`).
     """
     try:
         resumption = Resumption(ledger, receipt, resend_uncertain=resend_uncertain, recorder=recorder)
         fresh = resumption.fresh(messages)
-        if check_all_first:
+        if cost_check is not None:
+            fresh = cost_check.checked(fresh)
+        elif check_all_first:
             fresh = spooled(fresh)
         results = send_keyed(
             hook,
@@ -61,6 +74,9 @@ def send_campaign(
             ledger=ledger,
             log=log,
             on_rejected=on_rejected,
+            closes_at=closes_at,
+            max_rate=max_rate,
+            halt=halt,
         )
         for result in results:
             _account(result, receipt)

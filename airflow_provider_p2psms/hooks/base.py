@@ -2,9 +2,10 @@
 
 The operator, the sensor, the trigger and the notifier talk only to :class:`P2PSmsHook`: send a
 batch (or a whole stream of messages), read delivery states, normalize a number, know the batch
-limit. A gateway is one subclass that knows its URLs, its envelopes and its status codes; adding
-one is a new module in this package plus one entry in ``get_provider_info``, where the facts every
-part of Airflow reads about a gateway (its names, labels, default URL) are declared once.
+limit, and price a text and read the account's credit where the gateway can (:mod:`.cost`). A
+gateway is one subclass that knows its URLs, its envelopes and its status codes; adding one is a new
+module in this package plus one entry in ``get_provider_info``, where the facts every part of Airflow
+reads about a gateway (its names, labels, default URL) are declared once.
 
 Gateways describe their status look-ups as *flows* (:mod:`~airflow_provider_p2psms.hooks.flows`):
 generators that yield the requests they need and receive each answer. The same flow runs over the
@@ -31,6 +32,7 @@ from airflow_provider_p2psms.exceptions import (
 from airflow_provider_p2psms.get_provider_info import gateway_facts
 from airflow_provider_p2psms.hooks import transport
 from airflow_provider_p2psms.hooks.connection_form import LegacyConnectionForm
+from airflow_provider_p2psms.hooks.cost import CostQueries
 from airflow_provider_p2psms.hooks.flows import FlowRunner, StatusLookup, in_order
 from airflow_provider_p2psms.hooks.settings import GatewaySettings, read_settings
 from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse, RequestKind
@@ -55,7 +57,7 @@ _FACTS = {
 }
 
 
-class P2PSmsHook(LegacyConnectionForm, BaseHook):
+class P2PSmsHook(LegacyConnectionForm, CostQueries, BaseHook):
     """
     Base class of the SMS gateway hooks.
 

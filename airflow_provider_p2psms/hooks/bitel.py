@@ -65,7 +65,9 @@ class BitelHook(P2PSmsHook):
     does not deliver to blacklisted numbers). At most 100 messages per request. Delivery states are
     read one message per request, concurrently over the pooled session. ``InvalidRequest`` and
     ``InvalidPhoneNumber`` answers to a send raise ``SmsRecipientsRefused`` (naming nobody: Bitel does not
-    say which number); ``InvalidGateway`` is about the sender line and fails the send.
+    say which number); ``InvalidGateway`` is about the sender line and fails the send. Bitel documents
+    no price or credit endpoint: ``price_quote`` and ``credit`` raise ``SmsConfigurationError``, so
+    ``check_credit`` and ``max_cost`` are refused before anything is read or sent.
 
     :param sms_conn_id: the Airflow connection of type ``bitel``; default ``bitel_default``.
     """
@@ -73,6 +75,10 @@ class BitelHook(P2PSmsHook):
     default_conn_name = "bitel_default"
     conn_type = "bitel"
     max_batch_size = 100
+    cost_hint = (
+        "Bitel prices a message once it is processed: the delivery sensor's report and the outcomes table "
+        "carry the prices. Leave check_credit and max_cost unset, or send through an IPPanel connection."
+    )
 
     def format_national(self, national: str) -> str:
         return f"0{national}"

@@ -16,9 +16,10 @@ from airflow_provider_p2psms.exceptions import (
 from airflow_provider_p2psms.hooks import transport
 from airflow_provider_p2psms.hooks.base import P2PSmsHook
 from airflow_provider_p2psms.hooks.flows import StatusFlow, StatusLookup
+from airflow_provider_p2psms.hooks.ippanel_cancel import IPPanelCancel
 from airflow_provider_p2psms.hooks.ippanel_inbox import IPPanelInbox
 from airflow_provider_p2psms.hooks.transport import ApiCall, GatewayResponse
-from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, SmsReceipt
+from airflow_provider_p2psms.models import DeliveryState, DeliveryStatus, PriceQuote, SmsReceipt
 from airflow_provider_p2psms.utils.phone import to_ascii_digits, to_national_mobile
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ IPPANEL_RECIPIENT_STATUSES: dict[str, tuple[str, DeliveryStatus]] = {
 REPORT_PAGE_SIZE = 100
 
 _SEND_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+PRICE_PATH = "/api/send/calculate-price"
+CREDIT_PATH = "/api/payment/credit/mine"
 
 #: 422 fields of a send that concern the whole request, not its recipients: splitting it cannot help.
 _REQUEST_FIELDS = ("from_number", "send_time", "sending_type")
@@ -63,14 +66,16 @@ _REQUEST_FIELDS = ("from_number", "send_time", "sending_type")
 _RECIPIENT_FIELD = re.compile(r"params\.(\d+)\.recipients\.(\d+)")
 
 
-class IPPanelHook(IPPanelInbox, P2PSmsHook):
+class IPPanelHook(IPPanelInbox, IPPanelCancel, P2PSmsHook):
     """
     Send peer-to-peer SMS through the IPPanel Edge API, and read delivery states.
 
     Wire format of numbers: ``+989121234567``. Authentication: ``Authorization: <api key>``, no
     prefix. The ``sender`` extra is IPPanel's ``from_number`` and is required. Recipients of one
     batch that share the exact same text travel in one ``params`` element, so the gateway stores
-    them as one outbox entry. Scheduling (``send_time``) is supported.
+    them as one outbox entry. Scheduling (``send_time``) is supported. A text is priced before sending
+    with ``/api/send/calculate-price`` (asked with the ``sender`` line as ``number``) and the balance
+    read with ``/api/payment/credit/mine``: both serve ``check_credit`` and ``max_cost``.
 
     Batch size: IPPanel documents no limit. 100 recipients per request is the default and the
     maximum here: it keeps a request with long Persian texts around 30 KB, it is what Bitel allows
@@ -89,6 +94,8 @@ class IPPanelHook(IPPanelInbox, P2PSmsHook):
     max_batch_size = 100
     supports_send_time = True
     sender_required = True
+    supports_price_quote = True
+    supports_credit = True
 
     def format_national(self, national: str) -> str:
         return f"+98{national}"
@@ -225,9 +232,34 @@ class IPPanelHook(IPPanelInbox, P2PSmsHook):
             f"Is {self.settings.base_url} (connection '{self.sms_conn_id}') the IPPanel Edge API?"
         )
 
+    def price_quote(self, text: str) -> PriceQuote:
+        # ``number`` is the sender line the text would go out on, not a recipient.
+        answer = self.request("POST", PRICE_PATH, kind="read", json={"number": self.settings.sender, "message": text})
+        data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
+        found = data if isinstance(data, dict) else {}
+        parts = _parts(found.get("parts"))
+        mci, other = _amount(found.get("mci_price")), _amount(found.get("other_price"))
+        if parts is None or mci is None or other is None:
+            raise self._unexpected_account(PRICE_PATH, "data.mci_price, data.other_price and data.parts")
+        return PriceQuote(parts=parts, mci_price=mci, other_price=other)
+
+    def credit(self) -> float:
+        answer = self.request("GET", CREDIT_PATH, kind="read")
+        data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
+        credit = _amount(data.get("credit")) if isinstance(data, dict) else None
+        if credit is None:
+            raise self._unexpected_account(CREDIT_PATH, "data.credit")
+        return credit
+
+    def _unexpected_account(self, path: str, what: str) -> P2PSmsError:
+        return P2PSmsError(
+            f"IPPanel answered {path} without {what} as numbers. Is {self.settings.base_url} "
+            f"(connection '{self.sms_conn_id}') the IPPanel Edge API?"
+        )
+
     def test_connection(self) -> tuple[bool, str]:
         try:
-            answer = self.request("GET", "/api/payment/credit/mine", kind="read")
+            answer = self.request("GET", CREDIT_PATH, kind="read")
         except P2PSmsError as error:
             return self.connection_test_failure(error)
         data = answer.payload.get("data") if isinstance(answer.payload, dict) else None
@@ -266,7 +298,7 @@ class IPPanelHook(IPPanelInbox, P2PSmsHook):
 
     def _hint(self, field_errors: dict[str, list[str]]) -> str:
         fields = " ".join(field_errors)
-        if "from_number" in fields:
+        if "from_number" in fields or "number" in field_errors:  # calculate-price's ``number`` is the sender
             return (
                 f"Check the 'sender' extra of connection '{self.sms_conn_id}': it must be a sender line of "
                 "your IPPanel account, in E.164 form like +983000505."
@@ -315,6 +347,18 @@ def _parts(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _amount(value: Any) -> float | None:
+    """A price or balance (a number, or one in a string), ``None`` when absent, negative or not one."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf"):
+        return float(value)
+    return None
 
 
 def _match_key(number: str) -> str:

@@ -40,12 +40,15 @@ class GatewaySettings:
     batch_size: int
     #: Status requests in flight at once (extra ``status_concurrency``; else ``max_concurrency`` when set).
     status_concurrency: int = DEFAULT_STATUS_CONCURRENCY
+    #: The most messages a second a send from this connection makes, per task instance (extra ``max_rate``);
+    #: ``None``: no limit. An operator's own ``max_rate`` wins over it.
+    max_rate: float | None = None
 
     def __repr__(self) -> str:
         return (
             f"GatewaySettings(base_url={self.base_url!r}, sender={self.sender!r}, timeout={self.timeout}, "
             f"verify={self.verify}, max_retries={self.max_retries}, max_concurrency={self.max_concurrency}, "
-            f"batch_size={self.batch_size}, status_concurrency={self.status_concurrency})"
+            f"batch_size={self.batch_size}, status_concurrency={self.status_concurrency}, max_rate={self.max_rate})"
         )
 
 
@@ -94,6 +97,7 @@ def read_settings(hook: P2PSmsHook, conn: Any) -> GatewaySettings:
         max_concurrency=max_concurrency,
         batch_size=batch_size,
         status_concurrency=status_concurrency,
+        max_rate=extras.rate("max_rate"),
     )
 
 
@@ -138,6 +142,19 @@ class _Extras(dict[str, Any]):
             raise self._error(name, value, "a number of seconds") from None
         if number < minimum:
             raise self._error(name, value, f"a number of at least {minimum}")
+        return number
+
+    def rate(self, name: str) -> float | None:
+        """A number of messages a second above 0; ``None`` when unset."""
+        value = self.get(name)
+        if value in (None, ""):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = 0.0
+        if isinstance(value, bool) or not 0 < number < float("inf"):
+            raise self._error(name, value, "a number of messages a second above 0, such as 50")
         return number
 
     def whole(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:

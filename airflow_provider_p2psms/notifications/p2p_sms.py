@@ -56,38 +56,68 @@ class P2PSmsNotifier(BaseNotifier):
         self.raise_on_error = raise_on_error
 
     def notify(self, context: Context) -> None:
+        from airflow_provider_p2psms.exceptions import P2PSmsError
+
+        try:
+            self._deliver()
+        except P2PSmsError as error:
+            self._failed(error)
+
+    async def async_notify(self, context: Context) -> None:
+        """
+        :meth:`notify` for the triggerer, where Airflow awaits notifiers (deadline alerts): same numbers,
+        text, masking and errors.
+
+        The gateway hooks send over their pooled ``requests`` session, with the send retry rules of
+        :mod:`~airflow_provider_p2psms.hooks.transport`; the triggerer's async client only reads. So the send
+        runs in a thread of the loop's default executor, as the delivery trigger's database writes do, and
+        the event loop that every trigger of the triggerer shares only waits. The connection is read in
+        that thread too, which reaches the triggerer's connections through the event loop.
+        """
+        from asgiref.sync import sync_to_async
+
+        from airflow_provider_p2psms.exceptions import P2PSmsError
+
+        try:
+            await sync_to_async(self._deliver, thread_sensitive=False)()
+        except P2PSmsError as error:
+            self._failed(error)
+
+    def _deliver(self) -> None:
+        """Send the text to every valid number; raises ``P2PSmsError`` when nothing could be sent."""
         from airflow_provider_p2psms.exceptions import InvalidPhoneNumber, P2PSmsError
         from airflow_provider_p2psms.hooks.factory import get_sms_hook
         from airflow_provider_p2psms.models import OutgoingSms
         from airflow_provider_p2psms.utils.phone import mask_phone
 
         text = self._fitted(str(self.message).strip())
-        try:
-            numbers = self._numbers()
-            hook = get_sms_hook(self.sms_conn_id)
-            recipients: dict[str, None] = {}
-            for number in numbers:
-                try:
-                    # After normalizing: "0912 123 4567" and "+98912…" are one number, texted once.
-                    recipients[hook.normalize_number(number)] = None
-                except InvalidPhoneNumber as error:
-                    self.log.warning("SMS notification: leaving out %s", error)
-            messages = [OutgoingSms(recipient, text) for recipient in recipients]
-            if not messages or not text:
-                raise P2PSmsError(
-                    "SMS notification not sent: " + ("the message is empty." if not text else "no valid phone number.")
-                )
-            for start in range(0, len(messages), hook.batch_size):
-                hook.send_batch(messages[start : start + hook.batch_size])
-            self.log.info(
-                "SMS notification sent through %s to %s.",
-                hook.provider_name,
-                ", ".join(mask_phone(m.recipient) for m in messages[:10]),
+        numbers = self._numbers()
+        hook = get_sms_hook(self.sms_conn_id)
+        recipients: dict[str, None] = {}
+        for number in numbers:
+            try:
+                # After normalizing: "0912 123 4567" and "+98912…" are one number, texted once.
+                recipients[hook.normalize_number(number)] = None
+            except InvalidPhoneNumber as error:
+                self.log.warning("SMS notification: leaving out %s", error)
+        messages = [OutgoingSms(recipient, text) for recipient in recipients]
+        if not messages or not text:
+            raise P2PSmsError(
+                "SMS notification not sent: " + ("the message is empty." if not text else "no valid phone number.")
             )
-        except P2PSmsError as error:
-            if self.raise_on_error:
-                raise
-            self.log.error("SMS notification failed (connection '%s'): %s", self.sms_conn_id, error)
+        for start in range(0, len(messages), hook.batch_size):
+            hook.send_batch(messages[start : start + hook.batch_size])
+        self.log.info(
+            "SMS notification sent through %s to %s.",
+            hook.provider_name,
+            ", ".join(mask_phone(m.recipient) for m in messages[:10]),
+        )
+
+    def _failed(self, error: Exception) -> None:
+        """A callback must not break the task it reports on: log the error, unless ``raise_on_error``."""
+        if self.raise_on_error:
+            raise error
+        self.log.error("SMS notification failed (connection '%s'): %s", self.sms_conn_id, error)
 
     def _numbers(self) -> list[Any]:
         """The numbers to text: a list, one number, or a list rendered to a string by a template."""

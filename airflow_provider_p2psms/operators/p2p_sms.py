@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from airflow.sdk import BaseOperator
 
 from airflow_provider_p2psms.exceptions import SmsConfigurationError
+from airflow_provider_p2psms.operators.lineage import LineageMixin
 from airflow_provider_p2psms.operators.options import (
+    approval_problems,
     choice_problems,
+    cost_problems,
     flag_problem,
+    rate_problems,
     source_problems,
+    suppression_problems,
     whole_number_problems,
     window_problems,
 )
@@ -34,7 +39,7 @@ OnRejected = Literal["isolate", "fail"]
 OutsideWindow = Literal["defer", "schedule"]
 
 
-class P2PSmsOperator(PersonalDataFields, BaseOperator):
+class P2PSmsOperator(LineageMixin, PersonalDataFields, BaseOperator):
     """
     Send one personal SMS per recipient through a Bitel or IPPanel connection.
 
@@ -83,6 +88,11 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         recipients the gateway names, else by halving), reports them as ``rejected`` with the gateway's
         reason, and sends every other message once; ``"fail"`` fails the task at the first refusal.
     :param max_concurrency: send requests in flight at once; default 4.
+    :param max_rate: the most messages a second this task instance sends, shared by its ``max_concurrency``
+        requests; batches then hold at most ``max_rate`` messages. A 429 (too many requests) lowers the rate
+        and the batch is sent again, later. Per task instance: for a limit over several tasks on one
+        account, send from one task, or run them in an Airflow pool of one slot. Default: the connection's
+        ``max_rate`` extra, else no limit.
     :param max_parts: the most SMS parts one text may take (GSM-7: 153 characters a part, UCS-2 such
         as Persian: 67); longer texts are invalid rows. Default 8.
     :param dry_run: render, normalize and validate everything, log a sample and the counts, send nothing.
@@ -103,6 +113,27 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         for the resume checkpoints. Default: the task state store on Airflow 3.3+, else
         ``[p2psms] checkpoint_path``, else ``$AIRFLOW_HOME/p2psms_checkpoints`` (local disk: with
         several workers, point it at storage every worker can read).
+    :param opt_out_footer: a line appended to every text, e.g. ``"لغو۱۱"`` (the opt-out rule of Iranian
+        senders); counted in the text's parts, so in ``max_parts`` too.
+    :param exclude: a suppression list: phone numbers in any spelling (or rows with ``phone_field``),
+        e.g. an upstream task's XCom. A row whose number is on it is not sent: counted as ``excluded``,
+        and written with status ``excluded`` to the outcomes table. (templated)
+    :param exclude_sql: a query returning one column of numbers to suppress, streamed, on
+        ``exclude_conn_id``; together with ``exclude``. ``.sql`` files work. (templated)
+    :param exclude_conn_id: the SQL connection ``exclude_sql`` runs on; default ``sql_conn_id``. (templated)
+    :param approved_dry_run: the receipt of the dry run a person approved, e.g. ``dry_run.output`` or
+        ``"{{ ti.xcom_pull(task_ids='dry_run') }}"`` (a dict or its string form). When set, the send reads and
+        checks every row before the first text, and sends nothing if the campaign is not the one approved: another
+        connection or template, or counts, SMS parts or estimated cost beyond ``approval_tolerance``. (templated)
+    :param check_credit: before the first text, read and check every row (keeping the messages on disk),
+        estimate the campaign's cost from the gateway's prices and read the account's credit; send nothing
+        if the credit does not cover the estimate. Gateways without price and credit endpoints (Bitel)
+        refuse it at the start. Default ``False``. (templated)
+    :param max_cost: send nothing if the estimated cost (as for ``check_credit``) is more than this, in
+        the gateway's price unit; ``None`` (default): no limit. (templated)
+    :param approval_tolerance: how far the campaign may move from ``approved_dry_run``, as a fraction: each count
+        by this share of the approved rows, the SMS parts and the estimated cost by this share of their approved
+        value. Default 0.05 (5%); 0 means exactly as approved.
     """
 
     template_fields: Sequence[str] = (
@@ -117,14 +148,23 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         "send_time",
         "send_window",
         "timezone",
+        "exclude",
+        "exclude_sql",
+        "exclude_conn_id",
+        "approved_dry_run",
+        "check_credit",
+        "max_cost",
     )
     template_ext: Sequence[str] = (".sql",)
-    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "exclude_sql": "sql"}
     # Phone numbers and row values: the task gets them, the UI's rendered fields show only a count.
-    personal_fields: ClassVar[tuple[str, ...]] = ("recipients", "parameters")
+    personal_fields: ClassVar[tuple[str, ...]] = ("recipients", "parameters", "exclude", "approved_dry_run")
     ui_color = "#d6f5e3"
     # Shadows BaseOperator.dry_run(), a method no Airflow 3 code path calls, with the documented flag.
     dry_run: bool  # type: ignore[assignment]
+    # Set by a running send, for on_kill: stops it, and the sends it scheduled to cancel (campaign/cancel.py).
+    _halt: Any = None
+    _scheduled: Any = None
 
     def __init__(
         self,
@@ -144,6 +184,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         on_uncertain: OnUncertain = "skip",
         on_rejected: OnRejected = "isolate",
         max_concurrency: int = 4,
+        max_rate: float | None = None,
         max_parts: int = 8,
         dry_run: bool = False,
         send_time: datetime | str | None = None,
@@ -152,6 +193,14 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         timezone: str = "Asia/Tehran",
         outside_window: OutsideWindow = "defer",
         checkpoint_path: str | None = None,
+        opt_out_footer: str | None = None,
+        exclude: Any = None,
+        exclude_sql: str | None = None,
+        exclude_conn_id: str | None = None,
+        approved_dry_run: Any = None,
+        approval_tolerance: float = 0.05,
+        check_credit: bool = False,
+        max_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -174,12 +223,22 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
             outside_window=outside_window,
         )
         whole_number_problems(problems, max_concurrency=max_concurrency, max_parts=max_parts, fetch_size=fetch_size)
+        rate_problems(problems, max_rate=max_rate)
         if not isinstance(message, str) or not message.strip():
             problems.append("message must be a non-empty template string")
         window_problems(
             problems, send_window=send_window, timezone=timezone, outside_window=outside_window, send_time=send_time
         )
         dry_run = flag_problem(problems, "dry_run", dry_run)
+        suppression_problems(
+            problems,
+            opt_out_footer=opt_out_footer,
+            exclude_sql=exclude_sql,
+            exclude_conn_id=exclude_conn_id,
+            sql_conn_id=sql_conn_id,
+        )
+        approval_problems(problems, approved_dry_run=approved_dry_run, approval_tolerance=approval_tolerance)
+        check_credit = cost_problems(problems, check_credit=check_credit, max_cost=max_cost)
         if problems:
             raise SmsConfigurationError(f"P2PSmsOperator '{kwargs.get('task_id')}': " + "; ".join(problems) + ".")
 
@@ -198,6 +257,7 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         self.on_uncertain = on_uncertain
         self.on_rejected = on_rejected
         self.max_concurrency = max_concurrency
+        self.max_rate = max_rate
         self.max_parts = max_parts
         self.dry_run = dry_run
         self.send_time = send_time
@@ -206,41 +266,74 @@ class P2PSmsOperator(PersonalDataFields, BaseOperator):
         self.timezone = timezone
         self.outside_window = outside_window
         self.checkpoint_path = checkpoint_path
+        self.opt_out_footer = opt_out_footer
+        self.exclude = exclude
+        self.exclude_sql = exclude_sql
+        self.exclude_conn_id = exclude_conn_id
+        self.approved_dry_run = approved_dry_run
+        self.approval_tolerance = approval_tolerance
+        self.check_credit = check_credit
+        self.max_cost = max_cost
         # Deleted only once the task has succeeded, that is after Airflow stored the receipt: at the end of
         # execute(), a retry after a failed XCom push would find no checkpoint and send everything again.
         self.on_success_callback = [*self.on_success_callback, _delete_checkpoint]
 
     def execute(self, context: Context) -> SendReceipt:
         self.dry_run = as_bool(self.dry_run, "dry_run")
-        scheduled_for = None
-        if self.send_window is not None:
-            import pendulum
+        if self.send_window is None or self.dry_run:  # a dry run sends nothing: quiet hours do not hold it
+            return self._send(context, None)
+        import pendulum
 
-            window = SendWindow.parse(self.send_window, self.timezone)
-            opening = window.next_opening(pendulum.now("UTC"))
-            if opening is not None and self.outside_window == "defer":
-                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+        from airflow_provider_p2psms.exceptions import SendWindowClosed
 
-                self.log.info(
-                    "Outside the send window %s: waiting until %s without holding a worker slot.",
-                    window.describe(),
-                    opening.in_timezone(self.timezone).isoformat(),
-                )
-                self.defer(trigger=DateTimeTrigger(moment=opening), method_name="execute_in_window")
-            if opening is not None:
-                self.log.info("Outside the send window %s: scheduling the send for %s.", window.describe(), opening)
-                scheduled_for = opening
-        return self._send(context, scheduled_for)
+        window = SendWindow.parse(self.send_window, self.timezone)
+        now = pendulum.now("UTC")
+        opening = window.next_opening(now)
+        if opening is None:
+            closing = window.next_closing(now)
+            closes_at = None if self.send_time or closing is None else closing.timestamp()
+            try:
+                return self._send(context, None, closes_at)
+            except SendWindowClosed:
+                opening = window.next_opening(pendulum.now("UTC"))
+                if opening is None:  # open again already (a window of seconds): go on
+                    return self.execute(context)
+                self.log.info("The send window %s closed during the send; the ledger is written.", window.describe())
+        if self.outside_window == "defer":
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.log.info(
+                "Outside the send window %s: waiting until %s without holding a worker slot.",
+                window.describe(),
+                opening.in_timezone(self.timezone).isoformat(),
+            )
+            self.defer(trigger=DateTimeTrigger(moment=opening), method_name="execute_in_window")
+        self.log.info("Outside the send window %s: scheduling the send for %s.", window.describe(), opening)
+        return self._send(context, opening)
 
     def execute_in_window(self, context: Context, event: Any = None) -> SendReceipt:
-        """Resume here once the send window has opened."""
+        """Resume here once the send window has opened: what was sent before it closed is not sent again."""
         return self.execute(context)
 
-    def _send(self, context: Context, scheduled_for: datetime | None) -> SendReceipt:
+    def _send(self, context: Context, scheduled_for: datetime | None, closes_at: float | None = None) -> SendReceipt:
         # The engine loads when the task runs, not each time the DAG file is parsed.
         from airflow_provider_p2psms.operators.sending import send
 
-        return send(self, context, scheduled_for)
+        return send(self, context, scheduled_for, closes_at)
+
+    def on_kill(self) -> None:
+        """
+        The task is being killed: nothing more leaves, and the sends it scheduled (``send_time``, IPPanel) are
+        cancelled, within the seconds Airflow gives before its SIGKILL; the log says which could not be.
+        """
+        halt = getattr(self, "_halt", None)
+        if halt is not None:
+            halt.set()
+        scheduled = getattr(self, "_scheduled", None)
+        if scheduled is not None and scheduled.ids:
+            from airflow_provider_p2psms.campaign.cancel import cancel_scheduled
+
+            cancel_scheduled(scheduled, self.log)
 
     # ------------------------------------------------------------------ steps
 

@@ -15,6 +15,8 @@ from airflow_provider_p2psms.utils.phone import mask_numbers_in_text, mask_phone
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from airflow_provider_p2psms.campaign.approval import DryRunReceipt
+    from airflow_provider_p2psms.campaign.estimate import CostLimits
     from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
     from airflow_provider_p2psms.campaign.recipients import MessageBuilder
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
@@ -86,25 +88,54 @@ def resolve_send_time(
     return moment
 
 
-def preview(hook: P2PSmsHook, builder: MessageBuilder, rows: Any, receipt: ReceiptBuilder, log: Any) -> SendReceipt:
-    """The dry run: render and check every row, log a masked sample and the counts, send nothing."""
+def preview(
+    hook: P2PSmsHook,
+    builder: MessageBuilder,
+    rows: Any,
+    receipt: ReceiptBuilder,
+    log: Any,
+    *,
+    template: str = "",
+    limits: CostLimits | None = None,
+) -> DryRunReceipt:
+    """
+    The dry run: render and check every row, log a masked sample and the counts, send nothing.
+
+    Where the gateway prices a text before sending, the receipt's ``estimate`` is what the messages would
+    cost (and the account's credit, where it can be read), and ``limits`` are enforced as a send would;
+    elsewhere it is ``None``. Pricing asks the gateway, once per parts count; nothing is sent.
+
+    :param template: the message template's source, shown to the approver in the receipt's ``preview``.
+    :param limits: ``check_credit`` and ``max_cost``: a dry run that breaks them fails as the send would.
+    """
+    from airflow_provider_p2psms.campaign.approval import dry_run_preview
+    from airflow_provider_p2psms.campaign.estimate import CostTally, priced_dry_run
+
     sample: list[OutgoingSms] = []
-    count = 0
+    count = parts = 0
+    tally = CostTally() if hook.supports_price_quote else None
     for _, message in builder.build(rows):
         count += 1
+        parts += message.parts
+        if tally is not None:
+            tally.add(message)
         if len(sample) < 5:
             sample.append(message)
     for message in sample:
         log.info("Dry run sample: %s <- %r", mask_phone(message.recipient), mask_numbers_in_text(message.text))
     log.info(
-        "Dry run on %s: %d rows, %d messages would be sent, %d invalid, %d duplicate. Nothing was sent.",
+        "Dry run on %s: %d rows, %d messages would be sent, %d invalid, %d duplicate, %d excluded. Nothing was sent.",
         hook.provider_name,
         builder.requested,
         count,
         builder.invalid,
         builder.duplicate,
+        builder.excluded,
     )
-    return receipt.build(builder, dry_run=count)
+    estimate = None if tally is None else priced_dry_run(hook, tally, limits, receipt.sms_conn_id, log)
+    built = receipt.build(builder, dry_run=count)
+    texts = (message.text for message in sample)
+    return {**built, "estimate": estimate, "preview": dry_run_preview(template, texts, parts)}
 
 
 def log_summary(log: Any, hook: P2PSmsHook, sms_conn_id: str, receipt: SendReceipt) -> None:
@@ -113,7 +144,7 @@ def log_summary(log: Any, hook: P2PSmsHook, sms_conn_id: str, receipt: SendRecei
     price = "not known yet" if counts["price"] is None else f"{counts['price']:g}"
     log.info(
         "P2P SMS via %s (connection '%s'): %d rows read, %d messages accepted (%d of them by an earlier try), "
-        "%d invalid, %d duplicate, %d uncertain, %d rejected by the gateway; %d SMS parts, price %s.",
+        "%d invalid, %d duplicate, %d excluded, %d uncertain, %d rejected by the gateway; %d SMS parts, price %s.",
         hook.provider_name,
         sms_conn_id,
         counts["requested"],
@@ -121,6 +152,7 @@ def log_summary(log: Any, hook: P2PSmsHook, sms_conn_id: str, receipt: SendRecei
         counts["resumed"],
         counts["invalid"],
         counts["duplicate"],
+        counts.get("excluded", 0),
         counts["uncertain"],
         counts["rejected"],
         counts["parts"],

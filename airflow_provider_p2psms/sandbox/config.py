@@ -17,10 +17,17 @@ DEFAULT_IPPANEL_SENDER = "+983000505"
 BitelStatusShape = Literal["code", "v2"]
 BITEL_STATUS_SHAPES: tuple[BitelStatusShape, ...] = ("code", "v2")
 
-_NON_NEGATIVE_NUMBERS = ("delivery_seconds", "latency_ms", "retry_after_seconds", "duplicate_window_seconds")
+_NON_NEGATIVE_NUMBERS = (
+    "delivery_seconds",
+    "latency_ms",
+    "retry_after_seconds",
+    "duplicate_window_seconds",
+    "ippanel_credit",
+)
 _SEND_RATES = ("send_5xx_rate", "send_429_rate", "send_drop_rate")
 _STATUS_RATES = ("status_5xx_rate", "status_429_rate", "status_drop_rate")
 _OPTIONAL_INTEGERS = ("fail_sends_after", "seed")
+_RATE_LIMITS = ("bitel_rate_limit", "ippanel_rate_limit")
 _STRING_LISTS = ("bitel_tokens", "ippanel_tokens", "bitel_gateways", "ippanel_senders")
 
 
@@ -68,6 +75,12 @@ class SandboxConfig:
     :param ippanel_names_refused: whether IPPanel's 422 for a refused recipient names it by its place
         in the request (``params.0.recipients.3``, the default), or only says ``recipients`` (``False``),
         as a gateway that does not tell which one.
+    :param ippanel_credit: the balance IPPanel's ``/api/payment/credit/mine`` answers; sends do not
+        lower it. Default ``1000000``. (Prices: see :mod:`.ippanel_account`.)
+    :param bitel_rate_limit: the most messages a second Bitel's send endpoints take: a send that would
+        go over is answered 429, with a ``Retry-After`` saying when it would fit, and not recorded (see
+        :mod:`.dispatch`). ``None`` (default): no limit. Neither gateway documents one.
+    :param ippanel_rate_limit: the same for IPPanel's ``POST /v1/api/send``.
     """
 
     delivery_seconds: float = 2.0
@@ -88,6 +101,9 @@ class SandboxConfig:
     bitel_status_shape: BitelStatusShape = "code"
     duplicate_window_seconds: float = 40.0
     ippanel_names_refused: bool = True
+    ippanel_credit: float = 1000000.0
+    bitel_rate_limit: float | None = None
+    ippanel_rate_limit: float | None = None
 
     def __post_init__(self) -> None:
         for name in (*_NON_NEGATIVE_NUMBERS, *_SEND_RATES, *_STATUS_RATES):
@@ -102,6 +118,11 @@ class SandboxConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ValueError(f"{name} must be an integer or null")
+        for name in _RATE_LIMITS:
+            if (value := getattr(self, name)) is not None:
+                if _number(name, value) <= 0:
+                    raise ValueError(f"{name} must be a number of messages a second above 0, or null")
+                object.__setattr__(self, name, float(value))
         if self.fail_sends_after is not None and self.fail_sends_after < 0:
             raise ValueError("fail_sends_after must be >= 0")
         for name in _STRING_LISTS:

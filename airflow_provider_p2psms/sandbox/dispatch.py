@@ -2,6 +2,11 @@
 
 One lock guards all state, so concurrent requests and control calls see a consistent
 sandbox; the configured latency is waited out by the caller, outside the lock.
+
+A gateway's rate limit (``bitel_rate_limit``, ``ippanel_rate_limit``) is a token bucket over messages,
+filled at the limit and holding one second of it: a send with an authorized token whose messages are not
+in the bucket is answered 429 with a ``Retry-After`` saying when they would be, and is not processed.
+A send larger than the whole bucket goes once the bucket is full, and leaves it owing the rest.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class SandboxState:
         self._requests: list[dict[str, object]] = []
         self._by_route: Counter[str] = Counter()
         self._by_status: Counter[str] = Counter()
+        # Per gateway: messages in its rate-limit bucket, and when they were counted.
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     @property
     def config(self) -> SandboxConfig:
@@ -103,6 +110,8 @@ class SandboxState:
                 response = replace(api.rate_limited(), headers={"Retry-After": retry_after})
             elif not auth_ok:
                 response = api.unauthorized()
+            elif (wait := self._over_rate(api.name, route.kind, request, config, now)) is not None:
+                response = replace(api.rate_limited(), headers={"Retry-After": format_seconds(wait)})
             else:
                 response = route.handler(Call(request, params, config, now, self._store))
             dropped = fault is _Fault.DROP
@@ -171,6 +180,23 @@ class SandboxState:
                 return fault
         return None
 
+    def _over_rate(
+        self, gateway: str, kind: str, request: ApiRequest, config: SandboxConfig, now: float
+    ) -> float | None:
+        """Seconds until a send over the gateway's rate limit would fit; ``None`` if it fits (and is counted)."""
+        limit = getattr(config, f"{gateway}_rate_limit", None)
+        if kind != KIND_SEND or limit is None:
+            return None
+        tokens, counted_at = self._buckets.get(gateway, (limit, now))
+        tokens = min(limit, tokens + (now - counted_at) * limit)
+        count = messages_in(request)
+        needed = min(count, limit)
+        if tokens < needed:
+            self._buckets[gateway] = (tokens, now)
+            return max((needed - tokens) / limit, 0.001)
+        self._buckets[gateway] = (tokens - count, now)
+        return None
+
     def messages(self) -> list[dict[str, Any]]:
         """Every accepted message, oldest first."""
         with self._lock:
@@ -212,6 +238,9 @@ class SandboxState:
                 self._random = random.Random(config.seed)
             if "fail_sends_after" in changes:
                 self._fail_baseline = self._store.accepted_sends
+            for name in changes:
+                if name.endswith("_rate_limit"):
+                    self._buckets.pop(name.removesuffix("_rate_limit"), None)
             self._config = config
             return config
 
@@ -225,3 +254,25 @@ class SandboxState:
             config = self._initial_config.updated(changes)
             self._clear(config)
             return config
+
+
+def messages_in(request: ApiRequest) -> int:
+    """
+    The messages a send request carries, as a gateway's rate limit counts them: Bitel's ``phoneNumbers``,
+    or the recipients of IPPanel's ``params``; 1 for a single message or a body that says nothing clearer.
+    """
+    try:
+        body = request.json()
+    except ValueError:
+        return 1
+    if not isinstance(body, dict):
+        return 1
+    numbers, params = body.get("phoneNumbers"), body.get("params")
+    if isinstance(numbers, list):
+        return max(1, len(numbers))
+    if isinstance(params, dict):
+        params = [params]
+    if isinstance(params, list):
+        recipients = (p.get("recipients") for p in params if isinstance(p, dict))
+        return max(1, sum(len(r) for r in recipients if isinstance(r, list)))
+    return 1

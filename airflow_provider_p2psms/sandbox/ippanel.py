@@ -1,10 +1,10 @@
 """IPPanel Edge stand-in: ``/v1/api/...``, raw-key auth, ``{"data", "meta"}`` envelopes.
 
 :class:`IppanelApi` is what the dispatcher serves: the route table, the key check, the
-answers to auth failures, injected faults and unknown paths, and the two account
-endpoints (credit and token check). The rest is split by concept:
+answers to auth failures, injected faults and unknown paths. The endpoints are split by concept:
 
 - :mod:`.ippanel_send`: sending and cancelling, with the validation of send requests;
+- :mod:`.ippanel_account`: the credit, the token check and the price of a text;
 - :mod:`.ippanel_reports`: the bulk, recipients and statistics reports;
 - :mod:`.ippanel_inbox`: the inbox of received messages (replies), and the control that fills it;
 - :mod:`.ippanel_states`: the ``state_id`` a bulk is in, its recipients' statuses and cost;
@@ -15,16 +15,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_p2psms.sandbox import ippanel_inbox, ippanel_reports, ippanel_send
-from airflow_provider_p2psms.sandbox.ippanel_envelope import envelope, ok
+from airflow_provider_p2psms.sandbox import ippanel_account, ippanel_inbox, ippanel_reports, ippanel_send
+from airflow_provider_p2psms.sandbox.ippanel_envelope import envelope
 from airflow_provider_p2psms.sandbox.ippanel_envelope import not_found as _not_found
 from airflow_provider_p2psms.sandbox.wire import KIND_ACCOUNT, KIND_CANCEL, KIND_REPORT, KIND_SEND, Route
 
 if TYPE_CHECKING:
     from airflow_provider_p2psms.sandbox.config import SandboxConfig
-    from airflow_provider_p2psms.sandbox.wire import ApiResponse, Call
-
-CREDIT: Final = 1000000.0
+    from airflow_provider_p2psms.sandbox.wire import ApiResponse
 
 _UNAUTHORIZED: Final = "اطلاعات وارد شده صحیح نمی باشد"
 _UNAVAILABLE: Final = "سرویس موقتا در دسترس نیست"
@@ -43,12 +41,13 @@ class IppanelApi:
         return [
             Route("POST", "/v1/api/send", KIND_SEND, ippanel_send.send),
             Route("POST", "/v1/api/send/cancel", KIND_CANCEL, ippanel_send.cancel),
+            Route("POST", "/v1/api/send/calculate-price", KIND_ACCOUNT, ippanel_account.calculate_price),
             Route("GET", "/v1/api/report/by_bulk", KIND_REPORT, ippanel_reports.by_bulk),
             Route("GET", "/v1/api/report/recipients", KIND_REPORT, ippanel_reports.recipients),
             Route("GET", "/v1/api/report/bulk_stats", KIND_REPORT, ippanel_reports.bulk_stats),
             Route("POST", "/v1/api/report/messages-inbox", KIND_REPORT, ippanel_inbox.messages_inbox),
-            Route("GET", "/v1/api/payment/credit/mine", KIND_ACCOUNT, self._credit),
-            Route("POST", "/v1/api/acl/auth/check_token", KIND_ACCOUNT, self._check_token),
+            Route("GET", "/v1/api/payment/credit/mine", KIND_ACCOUNT, ippanel_account.credit),
+            Route("POST", "/v1/api/acl/auth/check_token", KIND_ACCOUNT, ippanel_account.check_token),
         ]
 
     def authorized(self, authorization: str | None, config: SandboxConfig) -> bool:
@@ -74,9 +73,3 @@ class IppanelApi:
     def method_not_allowed(self) -> ApiResponse:
         """Return the 405 answer."""
         return envelope(405, None, message=_METHOD_NOT_ALLOWED, code="405-1")
-
-    def _credit(self, call: Call) -> ApiResponse:
-        return ok({"credit": CREDIT})
-
-    def _check_token(self, call: Call) -> ApiResponse:
-        return ok({"user_name": "sandbox", "send_block": False})

@@ -60,6 +60,16 @@ class SendWindow:
             opening = opening.add(days=1)
         return opening.in_timezone("UTC")
 
+    def next_closing(self, moment: pendulum.DateTime) -> pendulum.DateTime | None:
+        """``None`` if ``moment`` is outside the window, else the time it closes next (in UTC)."""
+        if not self.contains(moment):
+            return None
+        local = moment.in_timezone(self.timezone)
+        closing = local.set(hour=self.end.hour, minute=self.end.minute, second=self.end.second, microsecond=0)
+        if closing <= local:
+            closing = closing.add(days=1)
+        return closing.in_timezone("UTC")
+
     def describe(self) -> str:
         return f"{self.start.isoformat()}-{self.end.isoformat()} {self.timezone}"
 

@@ -8,6 +8,8 @@ DAG does; the baselines are what a user writes by hand without this provider.
 
 * ``p2psms_bench_send_c4`` / ``_c8`` / ``_c16``: ``P2PSmsOperator`` reading the table, ``max_concurrency`` 4 /
   8 / 16, its defaults otherwise (resume ledger on, no outcomes table).
+* ``p2psms_bench_send_rate_c4``: ``p2psms_bench_send_c4`` with ``max_rate=1_000_000``, far above what the
+  machine reaches: what a limit that never binds costs.
 * ``p2psms_bench_send_outcomes_c4``: the same at concurrency 4, with ``key_field`` and an outcomes table in
   the recipients' own SQLite file (one row per recipient written while sending).
 * ``p2psms_bench_naive_send``: a PythonOperator that reads the table and ``requests.post``\\s batches of
@@ -61,23 +63,26 @@ def _mark(context: Any, event: str) -> None:
             marks.write(json.dumps(mark) + "\n")
 
 
-def _send(max_concurrency: int, sms_conn_id: str = CONNECTIONS["bitel"], **outcomes: Any) -> P2PSmsOperator:
+def _send(max_concurrency: int, sms_conn_id: str = CONNECTIONS["bitel"], **options: Any) -> P2PSmsOperator:
     return P2PSmsOperator(
         task_id="send",
         sms_conn_id=sms_conn_id,
         sql_conn_id="bench_db",
-        sql=SQL_WITH_KEY if outcomes else SQL,
+        sql=SQL_WITH_KEY if "key_field" in options else SQL,
         message=MESSAGE,
         max_concurrency=max_concurrency,
         pre_execute=mark_start,
         post_execute=mark_end,
-        **outcomes,
+        **options,
     )
 
 
 for _concurrency in (4, 8, 16):
     with DAG(dag_id=f"p2psms_bench_send_c{_concurrency}", schedule=None, start_date=START, params=PARAMS):
         _send(_concurrency)
+
+with DAG(dag_id="p2psms_bench_send_rate_c4", schedule=None, start_date=START, params=PARAMS):
+    _send(4, max_rate=1_000_000)
 
 with DAG(dag_id="p2psms_bench_send_outcomes_c4", schedule=None, start_date=START, params=PARAMS):
     _send(4, key_field="id", outcomes_conn_id="bench_db", outcomes_table="bench_outcomes")

@@ -53,6 +53,10 @@ class Deployment:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
+    def log_lines(self) -> list[str]:
+        """The lines ``airflow standalone`` (all its components) has written so far."""
+        return self.log.read_text(errors="replace").splitlines()
+
     def task_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted((self.home / "logs").rglob("*")) if p.is_file())
 

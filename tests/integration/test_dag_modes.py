@@ -76,6 +76,7 @@ def test_sql_source_with_poke_reschedule_and_deferrable_sensors(run_dag, sandbox
         "resumed": 0,
         "invalid": 1,
         "duplicate": 0,
+        "excluded": 0,
         "uncertain": 0,
         "rejected": 0,
         "dry_run": 0,

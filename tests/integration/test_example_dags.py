@@ -56,6 +56,8 @@ def test_example_dags_import_without_errors(example_env):
     assert listed.returncode == 0, listed.stderr[-2000:]
     dag_ids = {dag["dag_id"] for dag in json.loads(listed.stdout.strip().splitlines()[-1])}
     assert {"example_p2p_sms_sql", "example_p2p_sms_xcom", "example_p2p_sms_any_gateway"} <= dag_ids
+    # Waits for a person's approval, so 'dags test' cannot run it: tests/integration/test_approval_gate.py does.
+    assert "example_p2p_sms_approval" in dag_ids
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,7 @@ def test_providers_manager_resolves_the_hook(airflow_says):
         "airflow_provider_p2psms.hooks.bitel",
         "airflow_provider_p2psms.hooks.codec",
         "airflow_provider_p2psms.hooks.connection_form",
+        "airflow_provider_p2psms.hooks.cost",
         "airflow_provider_p2psms.hooks.flows",
         "airflow_provider_p2psms.hooks.settings",
         "airflow_provider_p2psms.hooks.transport",

@@ -80,3 +80,24 @@ def test_operator_refuses_a_bad_window_when_the_dag_is_parsed():
 
     with pytest.raises(SmsConfigurationError, match="send_window time '25:00' is not a time of day"):
         P2PSmsOperator(task_id="t", sms_conn_id="x", recipients=[], message="hi", send_window=("08:00", "25:00"))
+
+
+@pytest.mark.parametrize(
+    ("window", "now", "closes"),
+    [
+        (("08:00", "21:00"), "2026-03-20T08:00:00", "2026-03-20T21:00:00"),
+        (("08:00", "21:00"), "2026-03-20T20:59:59", "2026-03-20T21:00:00"),
+        (("08:00", "21:00"), "2026-03-20T21:00:00", None),
+        (("08:00", "21:00"), "2026-03-20T07:00:00", None),
+        (("22:00", "06:00"), "2026-03-20T23:00:00", "2026-03-21T06:00:00"),
+        (("22:00", "06:00"), "2026-03-20T01:00:00", "2026-03-20T06:00:00"),
+        (("22:00", "06:00"), "2026-03-20T12:00:00", None),
+    ],
+)
+def test_next_closing(window, now, closes):
+    found = SendWindow.parse(window, TEHRAN).next_closing(at(now))
+    if closes is None:
+        assert found is None
+    else:
+        assert found == at(closes)
+        assert found.timezone_name == "UTC"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding
+from airflow_provider_p2psms.utils.text import count_sms_parts, sms_encoding, stand_in_text
 
 PERSIAN = "س"  # one UTF-16 unit
 EMOJI = "😀"  # two UTF-16 units (a surrogate pair)
@@ -72,3 +72,13 @@ def test_emoji_count_as_two_utf16_units():
 def test_one_character_outside_gsm7_makes_the_text_ucs2(char):
     assert sms_encoding("a" * 100 + char) == "UCS-2"
     assert count_sms_parts("a" * 100 + char) == 2
+
+
+@pytest.mark.parametrize(
+    "text", ["hi", "x" * 160, "x" * 161, "x" * 400, "{" * 100, "سلام", "س" * 70, "س" * 71, "س" * 300]
+)
+def test_a_stand_in_text_is_billed_like_the_text_and_shares_none_of_it(text: str) -> None:
+    stand_in = stand_in_text(text)
+    assert count_sms_parts(stand_in) == count_sms_parts(text)
+    assert sms_encoding(stand_in) == sms_encoding(text)
+    assert len(set(stand_in)) == 1  # one filler character: nothing of the recipient's text
