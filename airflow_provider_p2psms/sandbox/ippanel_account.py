@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_p2psms.sandbox.ippanel_envelope import FieldErrors, ok, required
+from airflow_provider_p2psms.sandbox.ippanel_envelope import FieldErrors, check_sender, json_object, ok, required
 from airflow_provider_p2psms.sandbox.lifecycle import sms_parts
 
 if TYPE_CHECKING:
@@ -26,9 +26,6 @@ DEFAULT_CREDIT: Final = 1000000.0
 MCI_PRICE_PER_PART: Final = 2370.0
 #: The price of one SMS part to a recipient on any other network.
 OTHER_PRICE_PER_PART: Final = 2503.0
-
-_BODY_NOT_OBJECT: Final = "بدنه درخواست باید یک شیء JSON باشد"
-_INVALID_SENDER: Final = "شماره فرستنده معتبر نیست"
 
 
 def credit(call: Call) -> ApiResponse:
@@ -44,18 +41,10 @@ def check_token(call: Call) -> ApiResponse:
 def calculate_price(call: Call) -> ApiResponse:
     """Price a text sent on one of the account's lines, per recipient network."""
     errors = FieldErrors()
-    try:
-        body = call.request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        errors.add("body", _BODY_NOT_OBJECT)
+    body = json_object(call, errors)
+    if body is None:
         return errors.response()
-    number = body.get("number")
-    if number in (None, ""):
-        errors.add("number", required("from_number"))
-    elif number not in call.config.ippanel_senders:
-        errors.add("number", _INVALID_SENDER)
+    check_sender(body.get("number"), "number", call, errors)
     message = body.get("message")
     if not isinstance(message, str) or not message.strip():
         errors.add("message", required("message"))

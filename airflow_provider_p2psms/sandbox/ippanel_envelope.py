@@ -16,9 +16,13 @@ from airflow_provider_p2psms.sandbox.wire import ApiResponse
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_provider_p2psms.sandbox.wire import Call
+
 _DONE: Final = "انجام شد"
 _NOT_FOUND: Final = "موردی یافت نشد"
 _INVALID_NUMBER: Final = "مقدار باید یک عدد صحیح مثبت باشد"
+_BODY_NOT_OBJECT: Final = "بدنه درخواست باید یک شیء JSON باشد"
+_INVALID_SENDER: Final = "شماره فرستنده معتبر نیست"
 
 _LABELS: Final = {
     "sending_type": "نوع ارسال",
@@ -82,6 +86,26 @@ class FieldErrors:
     def response(self) -> ApiResponse:
         first = next(iter(self.by_field.values()))[0]
         return envelope(422, None, message=first, code="400-2", errors=self.by_field)
+
+
+def json_object(call: Call, errors: FieldErrors, *, empty_is_object: bool = False) -> dict[str, object] | None:
+    """The request's JSON object; ``None``, with the ``body`` error recorded, when the body is not one."""
+    try:
+        body = call.request.json() if call.request.body.strip() or not empty_is_object else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        errors.add("body", _BODY_NOT_OBJECT)
+        return None
+    return body
+
+
+def check_sender(value: object, field_path: str, call: Call, errors: FieldErrors) -> None:
+    """Record an error unless ``value`` is one of the account's sender lines (``ippanel_senders``)."""
+    if value in (None, ""):
+        errors.add(field_path, required("from_number"))
+    elif value not in call.config.ippanel_senders:
+        errors.add(field_path, _INVALID_SENDER)
 
 
 def positive_int(value: object, field_path: str, errors: FieldErrors) -> int | None:

@@ -28,7 +28,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_p2psms.sandbox.ippanel_envelope import FieldErrors, ok, positive_int
+from airflow_provider_p2psms.sandbox.ippanel_envelope import FieldErrors, json_object, ok, positive_int
 
 if TYPE_CHECKING:
     from airflow_provider_p2psms.sandbox.config import SandboxConfig
@@ -39,7 +39,6 @@ FIRST_INBOX_ID: Final = 50001
 DEFAULT_PER_PAGE: Final = 10
 MAX_PER_PAGE: Final = 100
 
-_BODY_NOT_OBJECT: Final = "بدنه درخواست باید یک شیء JSON باشد"
 _INVALID_FILTERS: Final = "فیلترها باید یک شیء باشد"
 _INVALID_NUMBER: Final = "مقدار باید یک عدد صحیح نامنفی باشد"
 
@@ -106,12 +105,8 @@ def inbox_of(store: Store) -> Inbox:
 def messages_inbox(call: Call) -> ApiResponse:
     """Answer one page of the replies received after ``filters.from_id``."""
     errors = FieldErrors()
-    try:
-        body = call.request.json() if call.request.body.strip() else {}
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        errors.add("body", _BODY_NOT_OBJECT)
+    body = json_object(call, errors, empty_is_object=True)
+    if body is None:
         return errors.response()
     page = positive_int(body.get("page", 1), "page", errors)
     per_page = positive_int(body.get("per_page", DEFAULT_PER_PAGE), "per_page", errors)

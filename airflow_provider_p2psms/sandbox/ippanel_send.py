@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Final
 
 from airflow_provider_p2psms.sandbox.ippanel_envelope import (
     FieldErrors,
+    check_sender,
     envelope,
+    json_object,
     not_found,
     ok,
     positive_int,
@@ -47,9 +49,7 @@ CANCEL_LEAD_SECONDS: Final = 300.0
 
 _RECIPIENT: Final = re.compile(r"\+989[0-9]{9}")
 
-_BODY_NOT_OBJECT: Final = "بدنه درخواست باید یک شیء JSON باشد"
 _INVALID_SENDING_TYPE: Final = "نوع ارسال معتبر نیست"
-_INVALID_SENDER: Final = "شماره فرستنده معتبر نیست"
 _INVALID_RECIPIENT: Final = "شماره گیرنده معتبر نیست"
 _REFUSED_RECIPIENT: Final = "ارسال به این شماره گیرنده امکان پذیر نیست"
 _DUPLICATE: Final = "درخواست تکراری است؛ پس از ۴۰ ثانیه دوباره تلاش کنید"
@@ -64,12 +64,8 @@ _Outgoing = list[tuple[tuple[str, ...], str]]
 def send(call: Call) -> ApiResponse:
     """Validate a send and create one bulk per ``params`` element (or per webservice send)."""
     errors = FieldErrors()
-    try:
-        body = call.request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        errors.add("body", _BODY_NOT_OBJECT)
+    body = json_object(call, errors)
+    if body is None:
         return errors.response()
     sending_type = body.get("sending_type")
     if sending_type is None:
@@ -77,10 +73,7 @@ def send(call: Call) -> ApiResponse:
     elif sending_type not in ("peer_to_peer", "webservice"):
         errors.add("sending_type", _INVALID_SENDING_TYPE)
     from_number = body.get("from_number")
-    if from_number in (None, ""):
-        errors.add("from_number", required("from_number"))
-    elif from_number not in call.config.ippanel_senders:
-        errors.add("from_number", _INVALID_SENDER)
+    check_sender(from_number, "from_number", call, errors)
     outgoing: _Outgoing = []
     if sending_type == "webservice":
         outgoing = _webservice(body, errors)
