@@ -29,7 +29,7 @@ from airflow_provider_p2psms.utils.carrier import NETWORKS, Network, network_of
 from airflow_provider_p2psms.utils.text import stand_in_text
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Iterator
+    from collections.abc import Callable, Generator, Iterable, Iterator
 
     from airflow_provider_p2psms.hooks.base import P2PSmsHook
     from airflow_provider_p2psms.models import OutgoingSms
@@ -179,18 +179,34 @@ class CostCheck:
 
         :raises SmsConfigurationError: the estimate breaks a limit; nothing was sent.
         """
-        tally = CostTally()
-        # A generator: closing it closes (and removes) the spool file.
-        spool = cast("Generator[tuple[int, OutgoingSms], None, None]", spooled(tally.counting(messages)))
-        try:
-            first = next(spool, None)  # every message is built, checked and on disk after this
-            self.estimate = estimate_cost(self.hook, tally, credit=self.limits.check_credit)
-            self.log.info("Before sending %d messages: %s.", tally.messages, describe(self.estimate))
-            enforce(self.estimate, self.limits, provider=self.hook.provider_name, sms_conn_id=self.sms_conn_id)
-        except BaseException:
-            spool.close()
-            raise
-        return iter(()) if first is None else itertools.chain([first], spool)
+        return read_all_first(messages, self.priced)
+
+    def priced(self, tally: CostTally) -> CostEstimate:
+        """Estimate the tallied messages, log it, enforce the limits: for :meth:`checked`, or a pass that tallied."""
+        self.estimate = estimate_cost(self.hook, tally, credit=self.limits.check_credit)
+        self.log.info("Before sending %d messages: %s.", tally.messages, describe(self.estimate))
+        enforce(self.estimate, self.limits, provider=self.hook.provider_name, sms_conn_id=self.sms_conn_id)
+        return self.estimate
+
+
+def read_all_first(
+    messages: Iterator[tuple[int, OutgoingSms]], check: Callable[[CostTally], Any]
+) -> Iterator[tuple[int, OutgoingSms]]:
+    """
+    Read, check and spool every message now (on disk, not in memory), tallying them, and ``check`` the tally
+    before the first message is returned; then the messages, from the spool (the source is not read again).
+    Runs in the caller's thread, before anything is sent; a failing check removes the spool.
+    """
+    tally = CostTally()
+    # A generator: closing it closes (and removes) the spool file.
+    spool = cast("Generator[tuple[int, OutgoingSms], None, None]", spooled(tally.counting(messages)))
+    try:
+        first = next(spool, None)  # every message is built, checked and on disk after this
+        check(tally)
+    except BaseException:
+        spool.close()
+        raise
+    return iter(()) if first is None else itertools.chain([first], spool)
 
 
 def priced_dry_run(

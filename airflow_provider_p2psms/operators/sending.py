@@ -6,16 +6,15 @@ Imported when the task runs, never when the DAG file is parsed: it loads the eng
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_p2psms.campaign.approval import approved_receipt, check_approved, estimated_cost, template_source
 from airflow_provider_p2psms.campaign.cancel import watch_scheduled
-from airflow_provider_p2psms.campaign.estimate import CostCheck, CostLimits, CostTally, estimate_cost
+from airflow_provider_p2psms.campaign.estimate import CostCheck, CostLimits, CostTally, estimate_cost, read_all_first
 from airflow_provider_p2psms.campaign.outcomes import SendTaskKey
 from airflow_provider_p2psms.campaign.receipt import ReceiptBuilder
-from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows, spooled
+from airflow_provider_p2psms.campaign.recipients import MessageBuilder, compile_template, iter_rows
 from airflow_provider_p2psms.campaign.run import send_campaign
 from airflow_provider_p2psms.campaign.suppression import load_suppression
 from airflow_provider_p2psms.exceptions import P2PSmsError, SmsInputError
@@ -25,7 +24,7 @@ from airflow_provider_p2psms.operators.steps import log_summary, preview, receip
 from airflow_provider_p2psms.utils.rendered import as_bool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator
+    from collections.abc import Callable, Iterator
     from datetime import datetime
 
     from airflow.sdk import Context
@@ -117,11 +116,16 @@ def send(
     cost_check = CostCheck(hook, limits, op.sms_conn_id, op.log) if limits.active else None
     op._halt = threading.Event()  # on_kill sets it, and cancels what this task scheduled
     op._scheduled = watch_scheduled(hook, send_time, ledger, op.max_concurrency)
+    shared: CostCheck | None = None
     try:
         messages = builder.build(rows)
         if approved is not None:
             source = template_source(op.message, environment)
-            messages = read_every_row(builder, messages, _approval_check(op, hook, approved, source, recorder))
+            # On a first try every message read is one to send: that pass's tally is the cost check's too,
+            # so the rows are spooled and priced once. On a retry the cost covers only what is left.
+            shared = cost_check if not (ledger.sent or ledger.uncertain) else None
+            check = _approval_check(op, hook, approved, source, recorder, shared)
+            messages = read_every_row(builder, messages, check)
         send_campaign(
             hook,
             messages,
@@ -134,7 +138,7 @@ def send(
             send_time=send_time,
             on_rejected=op.on_rejected,
             log=op.log,
-            cost_check=cost_check,
+            cost_check=cost_check if shared is None else None,  # else priced by the approval's pass
             closes_at=closes_at,
             max_rate=op.max_rate,
             halt=op._halt,
@@ -169,11 +173,8 @@ def read_every_row(
     ``check`` the whole campaign's counts and cost tally, before the first text is sent. The messages to send
     are the ones read then, not read again: the source may change meanwhile.
     """
-    tally = CostTally()
-    # A generator: closing it closes (and removes) the spool file.
-    spool = cast("Generator[tuple[int, OutgoingSms], None, None]", spooled(tally.counting(messages)))
-    try:
-        first = next(spool, None)  # every row has been read once this returns
+
+    def counted(tally: CostTally) -> None:
         counts: CampaignCounts = {
             "requested": builder.requested,
             "messages": tally.messages,
@@ -183,22 +184,32 @@ def read_every_row(
             "parts": sum(parts * count for (parts, _), count in tally.counts.items()),
         }
         check(counts, tally)
-    except BaseException:
-        spool.close()
-        raise
-    return iter(()) if first is None else itertools.chain([first], spool)
+
+    return read_all_first(messages, counted)
 
 
 def _approval_check(
-    op: P2PSmsOperator, hook: P2PSmsHook, approved: Any, template: str, recorder: OutcomeRecorder | None
+    op: P2PSmsOperator,
+    hook: P2PSmsHook,
+    approved: Any,
+    template: str,
+    recorder: OutcomeRecorder | None,
+    cost_check: CostCheck | None = None,
 ) -> Callable[[CampaignCounts, CostTally], None]:
-    """The approval gate, for :func:`read_every_row`: the campaign is still the dry run approved."""
+    """
+    The approval gate, for :func:`read_every_row`: the campaign is still the dry run approved. With
+    ``cost_check``, the same pass also makes the send's estimate and enforces its limits (one pricing).
+    """
 
     def check(counts: CampaignCounts, tally: CostTally) -> None:
-        # Priced again only when the approver saw a price: one quote per parts count, a read.
-        priced = estimated_cost(approved) is not None and hook.supports_price_quote
         try:
-            estimate = estimate_cost(hook, tally, credit=False)["cost"] if priced else None
+            if cost_check is not None:
+                estimate: float | None = cost_check.priced(tally)["cost"]
+            elif estimated_cost(approved) is not None and hook.supports_price_quote:
+                # Priced again only when the approver saw a price: one quote per parts count, a read.
+                estimate = estimate_cost(hook, tally, credit=False)["cost"]
+            else:
+                estimate = None
             check_approved(
                 approved, counts, estimate, op.approval_tolerance, sms_conn_id=op.sms_conn_id, template=template
             )

@@ -243,6 +243,38 @@ def test_the_send_prices_the_campaign_again_when_the_approver_saw_a_price(sms_co
     assert sms_connections.messages() == []  # priced, never sent
 
 
+def test_with_cost_limits_the_approval_pass_prices_the_campaign_once_and_enforces_them(sms_connections):
+    """approved_dry_run beside check_credit: one pass reads the rows and one quote per parts count prices them."""
+    from airflow_provider_p2psms.campaign.estimate import CostCheck, CostLimits
+
+    hook = get_sms_hook("ippanel_default")
+    rows = [row for row in ROWS if row["name"] != "Bad"]
+    approved = preview(
+        hook,
+        builder(),
+        iter(rows),
+        ReceiptBuilder("ippanel", "ippanel_default"),
+        logging.getLogger(),
+        template=TEMPLATE,
+    )
+    quotes_before = sum(1 for entry in sms_connections.requests() if entry["path"].endswith("/calculate-price"))
+    send = SimpleNamespace(approval_tolerance=0.05, sms_conn_id="ippanel_default", log=logging.getLogger())
+    cost_check = CostCheck(hook, CostLimits(True, None), "ippanel_default", logging.getLogger())
+    check = _approval_check(send, hook, approved, TEMPLATE, None, cost_check)
+    same = builder()
+    assert len(list(read_every_row(same, same.build(iter(rows)), check))) == 4
+    quotes = sum(1 for entry in sms_connections.requests() if entry["path"].endswith("/calculate-price"))
+    assert quotes - quotes_before == len(approved["estimate"]["by_parts"])
+    assert cost_check.estimate is not None and cost_check.estimate["cost"] == approved["estimate"]["cost"]
+    assert cost_check.estimate["credit"] is not None  # check_credit read the balance in the same pass
+
+    sms_connections.configure(ippanel_credit=1.0)
+    poor = builder()
+    with pytest.raises(SmsConfigurationError, match="is more than the credit"):
+        read_every_row(poor, poor.build(iter(rows)), check)
+    assert sms_connections.messages() == []
+
+
 # --- the operator's arguments -------------------------------------------------------------------------------
 
 
